@@ -1,0 +1,42 @@
+//! # tandem-sdk
+//!
+//! The device side of Tandem, a two-party (2-of-2) threshold ECDSA signer for Ethereum.
+//! The device holds one key share, an enclave holds the other; neither ever holds the
+//! whole key. This crate runs the device's half of every flow over HTTP and turns the
+//! result into Ethereum signatures.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use alloy_signer::Signer;
+//! use tandem_sdk::{Client, TandemSigner};
+//!
+//! let client = Client::new("http://127.0.0.1:5000")?;
+//! let account = client.create_account(Some("alice")).await?;      // DKG with the enclave
+//! println!("address {}", account.address());
+//! let signer = TandemSigner::new(client.clone(), account);
+//! let sig = signer.sign_message(b"hello").await?;                 // EIP-191, low-S, verified
+//! # let _ = sig; Ok(()) }
+//! ```
+//!
+//! * [`Client`] speaks the wire API (DESIGN.md §4) and drives `tandem-core`'s state
+//!   machines: [`Client::create_account`], [`Client::sign_digest`], [`Client::recover`],
+//!   [`Client::refresh`].
+//! * [`Account`] is the device's material for one account: its share (zeroized on drop,
+//!   redacted in `Debug`) and public data; it serializes for storage.
+//! * [`TandemSigner`] implements alloy's `Signer` and `TxSigner<Signature>`, so it drops
+//!   into alloy wallets and providers; [`eth`] has the payload hashing (EIP-191, EIP-712)
+//!   and signature assembly it uses.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod account;
+mod client;
+mod error;
+pub mod eth;
+mod signer;
+
+pub use account::Account;
+pub use client::Client;
+pub use error::SdkError;
+pub use signer::TandemSigner;
+pub use tandem_core;

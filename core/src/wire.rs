@@ -1,0 +1,271 @@
+//! JSON request and response types of the HTTP API (DESIGN.md §4), shared by the enclave,
+//! the proxy and the SDK so the three cannot drift apart.
+//!
+//! Field names are camelCase on the wire. Binary fields are standard padded base64
+//! ([`B64`]). Every request may carry `requestId`, and every response echoes it.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::ErrorCode;
+use crate::ids::AccountId;
+use crate::keys::PublicKey;
+
+/// Bytes carried as standard padded base64 in JSON.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct B64(pub Vec<u8>);
+
+impl Serialize for B64 {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for B64 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        STANDARD.decode(s.as_bytes()).map(B64).map_err(|_| serde::de::Error::custom("invalid base64"))
+    }
+}
+
+impl std::fmt::Debug for B64 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print payloads: they may be (sealed) protocol messages.
+        write!(f, "B64({} bytes)", self.0.len())
+    }
+}
+
+/// Whether a multi-step flow continues or is complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    /// Send the next `clientMessage` to `…/step`.
+    Continue,
+    /// The flow is complete.
+    Done,
+}
+
+/// `GET /v1/health`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthResponse {
+    /// `"ok"` when the enclave can serve requests.
+    pub status: String,
+    /// Server time, Unix seconds.
+    pub timestamp: u64,
+    /// True when running on the mock platform (no Nitro hardware). Clients must treat
+    /// such a server as a development server.
+    pub mock_mode: bool,
+    /// Server version.
+    pub version: String,
+}
+
+/// `POST /v1/createAccount/start`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateAccountStartRequest {
+    /// Optional correlation id, echoed in the response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// A human label for the account (at most 64 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// An identifier the device chooses for itself (at most 64 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_node_id: Option<String>,
+    /// The device's first DKG message.
+    pub client_message: B64,
+}
+
+/// The answer to every `…/start` that continues: the new session and the first reply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartResponse {
+    /// Echo of the request's `requestId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The session to name in `…/step`.
+    pub session_id: String,
+    /// The enclave's first protocol message.
+    pub server_message: B64,
+}
+
+/// `POST /v1/{createAccount,sign,refresh}/step`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StepRequest {
+    /// Optional correlation id, echoed in the response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The session, as returned by `…/start`.
+    pub session_id: String,
+    /// The device's next protocol message.
+    pub client_message: B64,
+}
+
+/// The answer to `createAccount/step`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateAccountStepResponse {
+    /// Echo of the request's `requestId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The session.
+    pub session_id: String,
+    /// Whether another step follows.
+    pub status: Status,
+    /// With `CONTINUE`: the enclave's next message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_message: Option<B64>,
+    /// With `DONE`: the new account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<AccountId>,
+    /// With `DONE`: the account's EIP-55 address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// With `DONE`: the account's compressed public key, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<PublicKey>,
+}
+
+/// `POST /v1/getPublicKey`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GetPublicKeyRequest {
+    /// Optional correlation id, echoed in the response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The account.
+    pub account_id: AccountId,
+}
+
+/// An account's public data.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountInfo {
+    /// Echo of the request's `requestId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The account.
+    pub account_id: AccountId,
+    /// EIP-55 address.
+    pub address: String,
+    /// Compressed public key, hex.
+    pub public_key: PublicKey,
+}
+
+/// `POST /v1/sign/start`, `/v1/recover/start`, `/v1/refresh/start`: a flow on an account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccountStartRequest {
+    /// Optional correlation id, echoed in the response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The account.
+    pub account_id: AccountId,
+    /// The device's first protocol message.
+    pub client_message: B64,
+}
+
+/// The answer to `sign/step`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignStepResponse {
+    /// Echo of the request's `requestId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The session.
+    pub session_id: String,
+    /// Whether another step follows.
+    pub status: Status,
+    /// With `CONTINUE`: the enclave's next message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_message: Option<B64>,
+    /// With `DONE`: the enclave's contribution, which the device combines into `(r, s, v)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_partial: Option<B64>,
+}
+
+/// The answer to `recover/start`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoverResponse {
+    /// Echo of the request's `requestId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The session.
+    pub session_id: String,
+    /// Always `DONE`: the proof is one message.
+    pub status: Status,
+    /// The account's EIP-55 address.
+    pub address: String,
+}
+
+/// The answer to `refresh/step`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefreshStepResponse {
+    /// Echo of the request's `requestId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The session.
+    pub session_id: String,
+    /// Whether another step follows.
+    pub status: Status,
+    /// With `CONTINUE`: the enclave's next message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_message: Option<B64>,
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorResponse {
+    /// Echo of the request's `requestId`, when it could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// What went wrong.
+    pub error: ErrorBody,
+}
+
+/// What went wrong, machine- and human-readable.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    /// The machine-readable code.
+    pub code: ErrorCode,
+    /// A human-readable explanation; never contains secret material.
+    pub message: String,
+    /// Optional structured details (e.g. which field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn camel_case_and_base64_on_the_wire() {
+        let req = StepRequest { request_id: Some("r1".into()), session_id: "ab".into(), client_message: B64(vec![0, 1, 2]) };
+        let json = serde_json::to_value(&req).unwrap();
+        assert_eq!(json["clientMessage"], "AAEC");
+        assert_eq!(json["sessionId"], "ab");
+        assert_eq!(json["requestId"], "r1");
+        let bad = r#"{"sessionId":"ab","clientMessage":"!!!"}"#;
+        assert!(serde_json::from_str::<StepRequest>(bad).is_err());
+        let unknown = r#"{"sessionId":"ab","clientMessage":"AAEC","extra":1}"#;
+        assert!(serde_json::from_str::<StepRequest>(unknown).is_err());
+    }
+
+    #[test]
+    fn error_body_shape() {
+        let e = ErrorResponse {
+            request_id: None,
+            error: ErrorBody { code: ErrorCode::InvalidSession, message: "m".into(), details: None },
+        };
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["error"]["code"], "INVALID_SESSION");
+    }
+}

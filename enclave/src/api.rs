@@ -1,0 +1,447 @@
+//! The HTTP API (DESIGN.md §4): routing, request parsing, and the flow handlers.
+//!
+//! Handlers parse and check cheaply on the async runtime, then run every protocol step on
+//! the blocking pool (`spawn_blocking`), so a two-second DKG never stalls other requests.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use tandem_core::engine::{EnclaveDkg, EnclaveRecover, EnclaveRefresh, EnclaveSign, Next};
+use tandem_core::wire::{
+    AccountInfo, AccountStartRequest, B64, CreateAccountStartRequest, CreateAccountStepResponse, GetPublicKeyRequest,
+    HealthResponse, RecoverResponse, RefreshStepResponse, SignStepResponse, StartResponse, Status, StepRequest,
+};
+use tandem_core::{AccountId, ErrorCode, Flow, KeyShare, ProtocolError, SessionId};
+use tracing::{info, warn};
+
+use crate::error::ApiError;
+use crate::keystore::{Keystore, StoredAccount};
+use crate::sessions::{Machine, Sessions};
+
+/// Shared state of all handlers.
+pub struct AppState {
+    /// Live sessions.
+    pub sessions: Sessions,
+    /// Sealed account storage.
+    pub keystore: Keystore,
+    /// Whether this is a mock-platform server (reported by `/v1/health`).
+    pub mock_mode: bool,
+}
+
+/// The API router. Body size is limited by the caller (see `server`).
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/createAccount/start", post(create_start))
+        .route("/v1/createAccount/step", post(create_step))
+        .route("/v1/getPublicKey", post(get_public_key))
+        .route("/v1/sign/start", post(sign_start))
+        .route("/v1/sign/step", post(sign_step))
+        .route("/v1/recover/start", post(recover_start))
+        .route("/v1/refresh/start", post(refresh_start))
+        .route("/v1/refresh/step", post(refresh_step))
+        .fallback(|| async { ApiError::new(ErrorCode::InvalidRequest, "no such route") })
+        .with_state(state)
+}
+
+/// JSON body extractor whose rejections are wire errors (`INVALID_REQUEST`,
+/// `PAYLOAD_TOO_LARGE`) instead of axum's plain-text ones.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let request_id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string);
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(rejection) => {
+                let code = if rejection.status().as_u16() == 413 {
+                    ErrorCode::PayloadTooLarge
+                } else {
+                    ErrorCode::InvalidRequest
+                };
+                let mut text = rejection.body_text();
+                text.truncate(200);
+                Err(ApiError::new(code, text).with_request_id(&request_id))
+            }
+        }
+    }
+}
+
+/// The `x-request-id` header, used when the body carries no `requestId`.
+pub struct HeaderRequestId(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for HeaderRequestId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(HeaderRequestId(parts.headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(|s| s.chars().take(128).collect())))
+    }
+}
+
+fn request_id(body: &Option<String>, header: HeaderRequestId) -> Option<String> {
+    body.clone().or(header.0)
+}
+
+/// Runs a protocol step on the blocking pool.
+async fn cpu<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|_| ApiError::new(ErrorCode::InternalError, "protocol task failed"))
+}
+
+fn parse_session(s: &str) -> Result<SessionId, ApiError> {
+    SessionId::parse(s).ok_or_else(|| ApiError::new(ErrorCode::InvalidSession, "sessionId is not a session id"))
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn check_text(field: &'static str, v: &Option<String>) -> Result<(), ApiError> {
+    if v.as_ref().is_some_and(|s| s.chars().count() > 64 || s.chars().any(char::is_control)) {
+        return Err(ApiError::new(ErrorCode::InvalidRequest, format!("{field} must be at most 64 printable characters")));
+    }
+    Ok(())
+}
+
+async fn health(State(state): State<Arc<AppState>>) -> Json<HealthResponse> {
+    Json(HealthResponse {
+        status: "ok".into(),
+        timestamp: now(),
+        mock_mode: state.mock_mode,
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
+
+async fn create_start(
+    State(state): State<Arc<AppState>>,
+    hid: HeaderRequestId,
+    ApiJson(req): ApiJson<CreateAccountStartRequest>,
+) -> Result<Json<StartResponse>, ApiError> {
+    let rid = request_id(&req.request_id, hid);
+    async {
+        check_text("label", &req.label)?;
+        check_text("clientNodeId", &req.client_node_id)?;
+        state.sessions.check_capacity()?;
+        let msg = req.client_message.0;
+        let (machine, sid, reply) = cpu(move || EnclaveDkg::start(&msg)).await??;
+        state.sessions.insert(
+            sid,
+            Machine::Dkg { machine: Box::new(machine), label: req.label, client_node_id: req.client_node_id },
+        )?;
+        info!(flow = "dkg", session = %short(&sid), "session started");
+        Ok(Json(StartResponse { request_id: rid.clone(), session_id: sid.to_hex(), server_message: B64(reply) }))
+    }
+    .await
+    .map_err(|e: ApiError| e.with_request_id(&rid))
+}
+
+async fn create_step(
+    State(state): State<Arc<AppState>>,
+    hid: HeaderRequestId,
+    ApiJson(req): ApiJson<StepRequest>,
+) -> Result<Json<CreateAccountStepResponse>, ApiError> {
+    let rid = request_id(&req.request_id, hid);
+    let sid = parse_session(&req.session_id).map_err(|e| e.with_request_id(&rid))?;
+    let result = async {
+        let Machine::Dkg { mut machine, label, client_node_id } = state.sessions.take(&sid, Flow::Dkg)? else {
+            return Err(ApiError::new(ErrorCode::InternalError, "session table mixed flows"));
+        };
+        let msg = req.client_message.0;
+        let (machine, next) = cpu(move || {
+            let next = machine.step(&msg);
+            (machine, next)
+        })
+        .await?;
+        match next? {
+            Next::Send(reply) => {
+                state.sessions.put_back(&sid, Machine::Dkg { machine, label, client_node_id })?;
+                Ok(CreateAccountStepResponse {
+                    request_id: rid.clone(),
+                    session_id: sid.to_hex(),
+                    status: Status::Continue,
+                    server_message: Some(B64(reply)),
+                    account_id: None,
+                    address: None,
+                    public_key: None,
+                })
+            }
+            Next::Done(share) => {
+                let id = AccountId::random().map_err(|_| ApiError::new(ErrorCode::InternalError, "system RNG failed"))?;
+                let public_key = share.public_key();
+                let address = share.address().to_checksum();
+                // Persist before answering DONE: a DONE always means the share is durable.
+                state
+                    .keystore
+                    .save(StoredAccount {
+                        id,
+                        label,
+                        client_node_id,
+                        created_at: now(),
+                        current: Arc::new(share),
+                        pending: None,
+                        locked: None,
+                    })
+                    .await?;
+                state.sessions.remove(&sid);
+                info!(flow = "dkg", session = %short(&sid), account = %id, "account created");
+                Ok(CreateAccountStepResponse {
+                    request_id: rid.clone(),
+                    session_id: sid.to_hex(),
+                    status: Status::Done,
+                    server_message: None,
+                    account_id: Some(id),
+                    address: Some(address),
+                    public_key: Some(public_key),
+                })
+            }
+        }
+    }
+    .await;
+    finish_step(&state, &sid, None, result, &rid).await.map(Json)
+}
+
+/// Common tail of every step: on error, drop the session (its machine is poisoned), lock
+/// the account if the abort requires excluding the device, and echo the request id.
+async fn finish_step<T>(
+    state: &AppState,
+    sid: &SessionId,
+    account: Option<AccountId>,
+    result: Result<T, ApiError>,
+    rid: &Option<String>,
+) -> Result<T, ApiError> {
+    match result {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            // A busy session keeps running; everything else ends the session.
+            if !(e.code == ErrorCode::InvalidSession && e.message.contains("already running")) {
+                state.sessions.remove(sid);
+            }
+            warn!(session = %short(sid), code = %e.code, error = %e.message, "step failed");
+            let _ = account;
+            Err(e.with_request_id(rid))
+        }
+    }
+}
+
+fn short(sid: &SessionId) -> String {
+    sid.to_hex()[..12].to_string()
+}
+
+/// Loads an account for a flow, refusing locked ones.
+async fn load_active(state: &AppState, id: AccountId) -> Result<Arc<StoredAccount>, ApiError> {
+    let account = state.keystore.load(id).await?;
+    if account.locked.is_some() {
+        return Err(ApiError::new(
+            ErrorCode::MpcError,
+            "account is locked after a protocol abort that required excluding the device",
+        ));
+    }
+    Ok(account)
+}
+
+/// Picks the enclave share matching the device's generation; when it is the pending one
+/// from a refresh, the device has proven it stored its new share: promote it durably.
+async fn share_for(state: &AppState, account: &StoredAccount, share_id: tandem_core::ShareId) -> Result<Arc<KeyShare>, ApiError> {
+    let Some((share, pending)) = account.share_for(share_id) else {
+        return Err(ProtocolError::InvalidShare("the device holds another generation of this key").into());
+    };
+    if pending {
+        let promoted = share.clone();
+        state
+            .keystore
+            .update(account.id, move |a| StoredAccount { current: promoted, pending: None, ..a.clone() })
+            .await?;
+        info!(account = %account.id, "refreshed share confirmed by the device; previous share removed");
+    }
+    Ok(share)
+}
+
+/// Records an abort that requires excluding the device (DKLs23 mandates it when an OT
+/// consistency check fails: continuing could leak key bits).
+async fn lock_account(state: &AppState, id: AccountId, reason: &str) {
+    let reason = reason.to_string();
+    warn!(account = %id, %reason, "locking account after a protocol abort that requires excluding the device");
+    if let Err(e) = state.keystore.update(id, move |a| StoredAccount { locked: Some(reason), ..a.clone() }).await {
+        warn!(account = %id, error = %e, "could not persist the account lock");
+    }
+}
+
+async fn get_public_key(
+    State(state): State<Arc<AppState>>,
+    hid: HeaderRequestId,
+    ApiJson(req): ApiJson<GetPublicKeyRequest>,
+) -> Result<Json<AccountInfo>, ApiError> {
+    let rid = request_id(&req.request_id, hid);
+    let account = state.keystore.load(req.account_id).await.map_err(|e| ApiError::from(e).with_request_id(&rid))?;
+    let pk = account.public_key();
+    Ok(Json(AccountInfo {
+        request_id: rid,
+        account_id: account.id,
+        address: account.current.address().to_checksum(),
+        public_key: pk,
+    }))
+}
+
+async fn sign_start(
+    State(state): State<Arc<AppState>>,
+    hid: HeaderRequestId,
+    ApiJson(req): ApiJson<AccountStartRequest>,
+) -> Result<Json<StartResponse>, ApiError> {
+    let rid = request_id(&req.request_id, hid);
+    async {
+        let start = EnclaveSign::parse_start(&req.client_message.0)?;
+        let account = load_active(&state, req.account_id).await?;
+        let share = share_for(&state, &account, start.share_id()).await?;
+        state.sessions.check_capacity()?;
+        let (machine, sid, reply) = cpu(move || EnclaveSign::start(start, share)).await??;
+        state.sessions.insert(sid, Machine::Sign { machine: Box::new(machine), account: req.account_id })?;
+        info!(flow = "sign", session = %short(&sid), account = %req.account_id, "session started");
+        Ok(Json(StartResponse { request_id: rid.clone(), session_id: sid.to_hex(), server_message: B64(reply) }))
+    }
+    .await
+    .map_err(|e: ApiError| e.with_request_id(&rid))
+}
+
+async fn sign_step(
+    State(state): State<Arc<AppState>>,
+    hid: HeaderRequestId,
+    ApiJson(req): ApiJson<StepRequest>,
+) -> Result<Json<SignStepResponse>, ApiError> {
+    let rid = request_id(&req.request_id, hid);
+    let sid = parse_session(&req.session_id).map_err(|e| e.with_request_id(&rid))?;
+    let mut account_id = None;
+    let result = async {
+        let Machine::Sign { mut machine, account } = state.sessions.take(&sid, Flow::Sign)? else {
+            return Err(ApiError::new(ErrorCode::InternalError, "session table mixed flows"));
+        };
+        account_id = Some(account);
+        let msg = req.client_message.0;
+        let partial = cpu(move || machine.step(&msg)).await?;
+        let partial = match partial {
+            Ok(p) => p,
+            Err(e) => {
+                if e.requires_ban() {
+                    lock_account(&state, account, &e.to_string()).await;
+                }
+                return Err(e.into());
+            }
+        };
+        state.sessions.remove(&sid);
+        info!(flow = "sign", session = %short(&sid), account = %account, "partial signature sent");
+        Ok(SignStepResponse {
+            request_id: rid.clone(),
+            session_id: sid.to_hex(),
+            status: Status::Done,
+            server_message: None,
+            server_partial: Some(B64(partial)),
+        })
+    }
+    .await;
+    finish_step(&state, &sid, account_id, result, &rid).await.map(Json)
+}
+
+async fn recover_start(
+    State(state): State<Arc<AppState>>,
+    hid: HeaderRequestId,
+    ApiJson(req): ApiJson<AccountStartRequest>,
+) -> Result<Json<RecoverResponse>, ApiError> {
+    let rid = request_id(&req.request_id, hid);
+    async {
+        let msg = req.client_message.0;
+        let start = cpu(move || EnclaveRecover::parse_start(&msg)).await??;
+        let account = load_active(&state, req.account_id).await?;
+        let Some((share, pending)) = account.share_for(start.share_id()) else {
+            return Err(ProtocolError::RecoveryFailed.into());
+        };
+        let verify_share = share.clone();
+        let sid = cpu(move || EnclaveRecover::verify(&start, &verify_share)).await??;
+        if pending {
+            share_for(&state, &account, share.share_id()).await?;
+        }
+        info!(flow = "recover", account = %req.account_id, "device share verified");
+        Ok(Json(RecoverResponse {
+            request_id: rid.clone(),
+            session_id: sid.to_hex(),
+            status: Status::Done,
+            address: share.address().to_checksum(),
+        }))
+    }
+    .await
+    .map_err(|e: ApiError| e.with_request_id(&rid))
+}
+
+async fn refresh_start(
+    State(state): State<Arc<AppState>>,
+    hid: HeaderRequestId,
+    ApiJson(req): ApiJson<AccountStartRequest>,
+) -> Result<Json<StartResponse>, ApiError> {
+    let rid = request_id(&req.request_id, hid);
+    async {
+        let msg = req.client_message.0;
+        let start = cpu(move || EnclaveRefresh::parse_start(&msg)).await??;
+        let account = load_active(&state, req.account_id).await?;
+        let share = share_for(&state, &account, start.share_id()).await?;
+        state.sessions.check_capacity()?;
+        let (machine, sid, reply) = cpu(move || EnclaveRefresh::start(start, share)).await??;
+        state.sessions.insert(sid, Machine::Refresh { machine: Box::new(machine), account: req.account_id })?;
+        info!(flow = "refresh", session = %short(&sid), account = %req.account_id, "session started");
+        Ok(Json(StartResponse { request_id: rid.clone(), session_id: sid.to_hex(), server_message: B64(reply) }))
+    }
+    .await
+    .map_err(|e: ApiError| e.with_request_id(&rid))
+}
+
+async fn refresh_step(
+    State(state): State<Arc<AppState>>,
+    hid: HeaderRequestId,
+    ApiJson(req): ApiJson<StepRequest>,
+) -> Result<Json<RefreshStepResponse>, ApiError> {
+    let rid = request_id(&req.request_id, hid);
+    let sid = parse_session(&req.session_id).map_err(|e| e.with_request_id(&rid))?;
+    let mut account_id = None;
+    let result = async {
+        let Machine::Refresh { mut machine, account } = state.sessions.take(&sid, Flow::Refresh)? else {
+            return Err(ApiError::new(ErrorCode::InternalError, "session table mixed flows"));
+        };
+        account_id = Some(account);
+        let msg = req.client_message.0;
+        let (machine, next) = cpu(move || {
+            let next = machine.step(&msg);
+            (machine, next)
+        })
+        .await?;
+        match next? {
+            Next::Send(reply) => {
+                state.sessions.put_back(&sid, Machine::Refresh { machine, account })?;
+                Ok(RefreshStepResponse {
+                    request_id: rid.clone(),
+                    session_id: sid.to_hex(),
+                    status: Status::Continue,
+                    server_message: Some(B64(reply)),
+                })
+            }
+            Next::Done(new_share) => {
+                // Stored as pending beside the current share: the old one stays usable
+                // until the device proves it stored its new half.
+                let new_share = Arc::new(new_share);
+                state.keystore.update(account, move |a| StoredAccount { pending: Some(new_share), ..a.clone() }).await?;
+                state.sessions.remove(&sid);
+                info!(flow = "refresh", session = %short(&sid), account = %account, "refreshed share stored (pending)");
+                Ok(RefreshStepResponse {
+                    request_id: rid.clone(),
+                    session_id: sid.to_hex(),
+                    status: Status::Done,
+                    server_message: None,
+                })
+            }
+        }
+    }
+    .await;
+    finish_step(&state, &sid, account_id, result, &rid).await.map(Json)
+}
