@@ -117,14 +117,14 @@ impl TxSigner<Signature> for TandemSigner {
         &self,
         tx: &mut dyn SignableTransaction<Signature>,
     ) -> alloy_signer::Result<Signature> {
-        if let Some(chain_id) = self.chain_id {
-            if !tx.set_chain_id_checked(chain_id) {
-                return Err(alloy_signer::Error::TransactionChainIdMismatch {
-                    signer: chain_id,
-                    // `set_chain_id_checked` only fails when the transaction has a chain id.
-                    tx: tx.chain_id().unwrap_or_default(),
-                });
-            }
+        if let Some(chain_id) = self.chain_id
+            && !tx.set_chain_id_checked(chain_id)
+        {
+            return Err(alloy_signer::Error::TransactionChainIdMismatch {
+                signer: chain_id,
+                // `set_chain_id_checked` only fails when the transaction has a chain id.
+                tx: tx.chain_id().unwrap_or_default(),
+            });
         }
         let hash = tx.signature_hash();
         Ok(self.sign_digest(hash).await?)
