@@ -39,12 +39,20 @@ impl Account {
         if share.role() != Role::Device {
             return Err(SdkError::InvalidInput("not a device share".into()));
         }
-        Ok(Account { id, label, share: Arc::new(share) })
+        Ok(Account {
+            id,
+            label,
+            share: Arc::new(share),
+        })
     }
 
     /// Returns a copy of this account holding `share` (after a refresh).
     pub(crate) fn with_share(&self, share: KeyShare) -> Self {
-        Account { id: self.id, label: self.label.clone(), share: Arc::new(share) }
+        Account {
+            id: self.id,
+            label: self.label.clone(),
+            share: Arc::new(share),
+        }
     }
 
     /// The account's id at the enclave.
@@ -96,7 +104,10 @@ impl Account {
         let mut stored: StoredAccount =
             serde_json::from_str(json).map_err(|e| SdkError::Storage(format!("account file does not parse: {e}")))?;
         if stored.version != 1 {
-            return Err(SdkError::Storage(format!("unknown account file version {}", stored.version)));
+            return Err(SdkError::Storage(format!(
+                "unknown account file version {}",
+                stored.version
+            )));
         }
         let bytes = Zeroizing::new(
             hex::decode(&stored.device_share).map_err(|_| SdkError::Storage("device share is not hex".into()))?,
@@ -104,7 +115,9 @@ impl Account {
         zeroize::Zeroize::zeroize(&mut stored.device_share);
         let share = KeyShare::from_bytes(&bytes)?;
         if share.public_key() != stored.public_key || share.address().to_checksum() != stored.address {
-            return Err(SdkError::Storage("device share does not match the account's public key".into()));
+            return Err(SdkError::Storage(
+                "device share does not match the account's public key".into(),
+            ));
         }
         Account::new(stored.account_id, stored.label, share)
     }

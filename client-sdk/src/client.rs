@@ -8,8 +8,8 @@ use serde::de::DeserializeOwned;
 use tandem_core::engine::{DeviceDkg, DeviceRecover, DeviceRefresh, DeviceSign};
 use tandem_core::wire::{
     AccountInfo, AccountStartRequest, B64, CreateAccountStartRequest, CreateAccountStepResponse, ErrorResponse,
-    GetPublicKeyRequest, HealthResponse, RecoverResponse, RefreshStepResponse, SignStepResponse, StartResponse,
-    Status, StepRequest,
+    GetPublicKeyRequest, HealthResponse, RecoverResponse, RefreshStepResponse, SignStepResponse, StartResponse, Status,
+    StepRequest,
 };
 use tandem_core::{AccountId, ErrorCode, Signature};
 use tracing::instrument;
@@ -31,7 +31,9 @@ struct Inner {
 
 /// Runs CPU-heavy protocol work off the async runtime's worker threads.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, SdkError> {
-    tokio::task::spawn_blocking(f).await.map_err(|_| SdkError::Transport("protocol task was cancelled".into()))
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| SdkError::Transport("protocol task was cancelled".into()))
 }
 
 impl Client {
@@ -50,9 +52,13 @@ impl Client {
     pub fn with_http_client(base_url: &str, http: reqwest::Client) -> Result<Self, SdkError> {
         let base = base_url.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(SdkError::InvalidInput(format!("server URL must start with http:// or https://, got {base_url:?}")));
+            return Err(SdkError::InvalidInput(format!(
+                "server URL must start with http:// or https://, got {base_url:?}"
+            )));
         }
-        Ok(Client { inner: Arc::new(Inner { base, http }) })
+        Ok(Client {
+            inner: Arc::new(Inner { base, http }),
+        })
     }
 
     /// The server's base URL.
@@ -75,7 +81,14 @@ impl Client {
 
     /// `POST /v1/getPublicKey`.
     pub async fn get_public_key(&self, account_id: AccountId) -> Result<AccountInfo, SdkError> {
-        self.post("/v1/getPublicKey", &GetPublicKeyRequest { request_id: None, account_id }).await
+        self.post(
+            "/v1/getPublicKey",
+            &GetPublicKeyRequest {
+                request_id: None,
+                account_id,
+            },
+        )
+        .await
     }
 
     /// Creates an account: runs DKG with the enclave. The device's share never leaves this
@@ -115,7 +128,11 @@ impl Client {
         let r1: CreateAccountStepResponse = self.step("/v1/createAccount/step", &start.session_id, m1).await?;
         let server_message = match (r1.status, r1.server_message) {
             (Status::Continue, Some(m)) => m,
-            _ => return Err(SdkError::BadResponse("createAccount step 1 must continue with a serverMessage".into())),
+            _ => {
+                return Err(SdkError::BadResponse(
+                    "createAccount step 1 must continue with a serverMessage".into(),
+                ));
+            }
         };
         progress(3, "deriving the key share");
         let (machine, m2) = blocking(move || {
@@ -128,19 +145,35 @@ impl Client {
         let (Status::Done, Some(account_id), Some(public_key), Some(address)) =
             (done.status, done.account_id, done.public_key, done.address)
         else {
-            return Err(SdkError::BadResponse("createAccount must finish with DONE, accountId, address, publicKey".into()));
+            return Err(SdkError::BadResponse(
+                "createAccount must finish with DONE, accountId, address, publicKey".into(),
+            ));
         };
         let share = machine.finish(&public_key)?;
         if share.address().to_checksum() != address {
-            return Err(SdkError::BadResponse("the server reports another address for this key".into()));
+            return Err(SdkError::BadResponse(
+                "the server reports another address for this key".into(),
+            ));
         }
         progress(4, "key generated");
         Account::new(account_id, label.map(str::to_string), share)
     }
 
-    async fn step<Resp: DeserializeOwned>(&self, path: &str, session_id: &str, message: Vec<u8>) -> Result<Resp, SdkError> {
-        self.post(path, &StepRequest { request_id: None, session_id: session_id.to_string(), client_message: B64(message) })
-            .await
+    async fn step<Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        session_id: &str,
+        message: Vec<u8>,
+    ) -> Result<Resp, SdkError> {
+        self.post(
+            path,
+            &StepRequest {
+                request_id: None,
+                session_id: session_id.to_string(),
+                client_message: B64(message),
+            },
+        )
+        .await
     }
 
     /// Signs a 32-byte digest with the enclave. The result is low-S, carries its recovery
@@ -152,7 +185,11 @@ impl Client {
         let start: StartResponse = self
             .post(
                 "/v1/sign/start",
-                &AccountStartRequest { request_id: None, account_id: account.id(), client_message: B64(m0) },
+                &AccountStartRequest {
+                    request_id: None,
+                    account_id: account.id(),
+                    client_message: B64(m0),
+                },
             )
             .await?;
         let (machine, m1) = blocking(move || {
@@ -164,7 +201,11 @@ impl Client {
         let done: SignStepResponse = self.step("/v1/sign/step", &start.session_id, m1).await?;
         let partial = match (done.status, done.server_partial) {
             (Status::Done, Some(p)) => p,
-            _ => return Err(SdkError::BadResponse("sign must finish with DONE and a serverPartial".into())),
+            _ => {
+                return Err(SdkError::BadResponse(
+                    "sign must finish with DONE and a serverPartial".into(),
+                ));
+            }
         };
         Ok(blocking(move || machine.finish(&partial.0)).await??)
     }
@@ -178,11 +219,17 @@ impl Client {
         let done: RecoverResponse = self
             .post(
                 "/v1/recover/start",
-                &AccountStartRequest { request_id: None, account_id: account.id(), client_message: B64(m0) },
+                &AccountStartRequest {
+                    request_id: None,
+                    account_id: account.id(),
+                    client_message: B64(m0),
+                },
             )
             .await?;
         if done.status != Status::Done || done.address != account.share().address().to_checksum() {
-            return Err(SdkError::BadResponse("recover must answer DONE with the account's address".into()));
+            return Err(SdkError::BadResponse(
+                "recover must answer DONE with the account's address".into(),
+            ));
         }
         Ok(())
     }
@@ -195,7 +242,11 @@ impl Client {
         let start: StartResponse = self
             .post(
                 "/v1/refresh/start",
-                &AccountStartRequest { request_id: None, account_id: account.id(), client_message: B64(m0) },
+                &AccountStartRequest {
+                    request_id: None,
+                    account_id: account.id(),
+                    client_message: B64(m0),
+                },
             )
             .await?;
         let (mut machine, m1) = blocking(move || {
@@ -206,7 +257,11 @@ impl Client {
         let r1: RefreshStepResponse = self.step("/v1/refresh/step", &start.session_id, m1?).await?;
         let server_message = match (r1.status, r1.server_message) {
             (Status::Continue, Some(m)) => m,
-            _ => return Err(SdkError::BadResponse("refresh step 1 must continue with a serverMessage".into())),
+            _ => {
+                return Err(SdkError::BadResponse(
+                    "refresh step 1 must continue with a serverMessage".into(),
+                ));
+            }
         };
         let (machine, m2) = blocking(move || {
             let m = machine.receive(&server_message.0);
@@ -229,12 +284,21 @@ async fn decode<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T, SdkEr
     let status = resp.status();
     let bytes = resp.bytes().await.map_err(transport)?;
     if status.is_success() {
-        return serde_json::from_slice(&bytes).map_err(|e| SdkError::BadResponse(format!("response does not parse: {e}")));
+        return serde_json::from_slice(&bytes)
+            .map_err(|e| SdkError::BadResponse(format!("response does not parse: {e}")));
     }
     match serde_json::from_slice::<ErrorResponse>(&bytes) {
-        Ok(err) => Err(SdkError::Server { code: err.error.code, status: status.as_u16(), message: err.error.message }),
+        Ok(err) => Err(SdkError::Server {
+            code: err.error.code,
+            status: status.as_u16(),
+            message: err.error.message,
+        }),
         Err(_) => Err(SdkError::Server {
-            code: if status.as_u16() == 429 { ErrorCode::RateLimited } else { ErrorCode::InternalError },
+            code: if status.as_u16() == 429 {
+                ErrorCode::RateLimited
+            } else {
+                ErrorCode::InternalError
+            },
             status: status.as_u16(),
             message: format!("HTTP {status} without an error body"),
         }),

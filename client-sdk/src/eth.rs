@@ -19,12 +19,10 @@ use serde_json::Value;
 use crate::SdkError;
 
 /// The order `n` of the secp256k1 group.
-const SECP256K1_N: U256 =
-    uint!(0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141_U256);
+const SECP256K1_N: U256 = uint!(0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141_U256);
 
 /// `n / 2` (rounded down): the largest `s` a low-S signature may have.
-const SECP256K1_HALF_N: U256 =
-    uint!(0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0_U256);
+const SECP256K1_HALF_N: U256 = uint!(0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0_U256);
 
 /// Turns the MPC protocol's signature into an alloy [`Signature`], after checking it
 /// independently of the MPC library.
@@ -40,11 +38,7 @@ const SECP256K1_HALF_N: U256 =
 /// * a signature whose recovered address is not `expected`. The other parity is never
 ///   tried: a wrong recovery id means the output is not what the protocol promised, and
 ///   the SDK fails closed rather than patching it up.
-pub fn assemble(
-    sig: &tandem_core::Signature,
-    digest: &B256,
-    expected: Address,
-) -> Result<Signature, SdkError> {
+pub fn assemble(sig: &tandem_core::Signature, digest: &B256, expected: Address) -> Result<Signature, SdkError> {
     let y_parity = match sig.recovery_id {
         0 => false,
         1 => true,
@@ -107,29 +101,22 @@ fn invalid(message: impl Into<String>) -> SdkError {
 /// domain's fields, in EIP-712's order and with EIP-712's types, and refuses anything else
 /// with [`SdkError::InvalidInput`].
 pub fn parse_typed_data(json: &str) -> Result<TypedData, SdkError> {
-    let value: Value = serde_json::from_str(json)
-        .map_err(|e| invalid(format!("typed data is not valid JSON: {e}")))?;
+    let value: Value = serde_json::from_str(json).map_err(|e| invalid(format!("typed data is not valid JSON: {e}")))?;
     let value = match value {
-        Value::String(inner) => serde_json::from_str(&inner).map_err(|e| {
-            invalid(format!(
-                "typed data is a string that does not hold valid JSON: {e}"
-            ))
-        })?,
+        Value::String(inner) => serde_json::from_str(&inner)
+            .map_err(|e| invalid(format!("typed data is a string that does not hold valid JSON: {e}")))?,
         other => other,
     };
     check_domain(&value)?;
-    serde_json::from_value(value).map_err(|e| {
-        invalid(format!(
-            "typed data does not have the eth_signTypedData_v4 shape: {e}"
-        ))
-    })
+    serde_json::from_value(value)
+        .map_err(|e| invalid(format!("typed data does not have the eth_signTypedData_v4 shape: {e}")))
 }
 
 /// Checks the top-level shape and that `types.EIP712Domain` matches `domain` exactly.
 fn check_domain(value: &Value) -> Result<(), SdkError> {
-    let obj = value.as_object().ok_or_else(|| {
-        invalid("typed data must be a JSON object with types, primaryType, domain and message")
-    })?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| invalid("typed data must be a JSON object with types, primaryType, domain and message"))?;
     let types = obj
         .get("types")
         .and_then(Value::as_object)
@@ -270,10 +257,7 @@ pub fn build_tx(p: &TxParams) -> TypedTransaction {
             input: p.data.clone(),
         }
         .into(),
-        TxKindParams::Eip2930 {
-            gas_price,
-            access_list,
-        } => TxEip2930 {
+        TxKindParams::Eip2930 { gas_price, access_list } => TxEip2930 {
             chain_id: p.chain_id,
             nonce: p.nonce,
             gas_price: *gas_price,
@@ -397,17 +381,12 @@ mod tests {
     #[test]
     fn eip155_legacy_vector() {
         let signer = key("4646464646464646464646464646464646464646464646464646464646464646");
-        assert_eq!(
-            signer.address(),
-            address!("9d8A62f656a8d1615C1294fd71e9CFb3E4855A4F")
-        );
+        assert_eq!(signer.address(), address!("9d8A62f656a8d1615C1294fd71e9CFb3E4855A4F"));
 
         let tx = build_tx(&eip155_params());
         assert_eq!(
             tx.encoded_for_signing(),
-            hex!(
-                "ec098504a817c800825208943535353535353535353535353535353535353535880de0b6b3a764000080018080"
-            )
+            hex!("ec098504a817c800825208943535353535353535353535353535353535353535880de0b6b3a764000080018080")
         );
         let hash = signing_hash(&tx);
         assert_eq!(
@@ -418,22 +397,15 @@ mod tests {
         let sig = assemble(&plain_sign(&signer, &hash), &hash, signer.address()).unwrap();
         assert_eq!(
             sig.r(),
-            U256::from_be_bytes(hex!(
-                "28ef61340bd939bc2195fe537567866003e1a15d3c71ff63e1590620aa636276"
-            ))
+            U256::from_be_bytes(hex!("28ef61340bd939bc2195fe537567866003e1a15d3c71ff63e1590620aa636276"))
         );
         assert_eq!(
             sig.s(),
-            U256::from_be_bytes(hex!(
-                "67cbe9d8997f761aecb703304b3800ccf555c9f3dc64214b297fb1966a3b6d83"
-            ))
+            U256::from_be_bytes(hex!("67cbe9d8997f761aecb703304b3800ccf555c9f3dc64214b297fb1966a3b6d83"))
         );
         // v = 37 = 35 + 2·chainId + parity, so the parity is 0.
         assert!(!sig.v());
-        assert_eq!(
-            alloy_consensus::transaction::to_eip155_value(sig.v(), Some(1)),
-            37
-        );
+        assert_eq!(alloy_consensus::transaction::to_eip155_value(sig.v(), Some(1)), 37);
 
         let raw = encode_signed(tx, sig);
         assert_eq!(
@@ -481,10 +453,7 @@ mod tests {
     #[test]
     fn typed_data_given_as_a_json_string_is_accepted() {
         let wrapped = serde_json::to_string(MAIL_JSON).unwrap();
-        assert_eq!(
-            typed_data_hash(&wrapped).unwrap(),
-            typed_data_hash(MAIL_JSON).unwrap()
-        );
+        assert_eq!(typed_data_hash(&wrapped).unwrap(), typed_data_hash(MAIL_JSON).unwrap());
     }
 
     #[test]
@@ -495,10 +464,7 @@ mod tests {
         );
 
         let signer = key("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318");
-        assert_eq!(
-            signer.address(),
-            address!("2c7536E3605D9C16a7a3D7b1898e529396a65c23")
-        );
+        assert_eq!(signer.address(), address!("2c7536E3605D9C16a7a3D7b1898e529396a65c23"));
         let hash = eip191_hash(b"Some data");
         assert_eq!(
             hash,
@@ -532,10 +498,7 @@ mod tests {
             U256::from_be_bytes(high.s),
             high.recovery_id == 1,
         );
-        assert_eq!(
-            twin.recover_address_from_prehash(&hash).unwrap(),
-            signer.address()
-        );
+        assert_eq!(twin.recover_address_from_prehash(&hash).unwrap(), signer.address());
         assert!(matches!(
             assemble(&high, &hash, signer.address()),
             Err(SdkError::SignatureCheck(_))
@@ -557,10 +520,7 @@ mod tests {
             Err(SdkError::SignatureCheck(_))
         ));
         for recovery_id in [2, 3, 27] {
-            let bad = tandem_core::Signature {
-                recovery_id,
-                ..good
-            };
+            let bad = tandem_core::Signature { recovery_id, ..good };
             assert!(matches!(
                 assemble(&bad, &hash, signer.address()),
                 Err(SdkError::SignatureCheck(_))
@@ -596,14 +556,8 @@ mod tests {
             tandem_core::Signature { r: [0; 32], ..good },
             tandem_core::Signature { s: [0; 32], ..good },
             tandem_core::Signature { r: n, ..good },
-            tandem_core::Signature {
-                r: [0xff; 32],
-                ..good
-            },
-            tandem_core::Signature {
-                s: [0xff; 32],
-                ..good
-            },
+            tandem_core::Signature { r: [0xff; 32], ..good },
+            tandem_core::Signature { s: [0xff; 32], ..good },
         ] {
             assert!(matches!(
                 assemble(&bad, &hash, signer.address()),
@@ -632,10 +586,7 @@ mod tests {
         assert_invalid("", "not valid JSON");
         assert_invalid("[1, 2]", "JSON object");
         assert_invalid("\"{oops\"", "string");
-        assert_invalid(
-            r#"{"primaryType": "Mail", "domain": {}, "message": {}}"#,
-            "types",
-        );
+        assert_invalid(r#"{"primaryType": "Mail", "domain": {}, "message": {}}"#, "types");
         assert_invalid(
             r#"{"types": {"EIP712Domain": []}, "domain": {}, "message": {}}"#,
             "primaryType",
@@ -678,10 +629,7 @@ mod tests {
         assert_invalid(&json, "bytes32 salt");
         // Declared out of order, or with another type.
         let json = mail_with(|v| {
-            v["types"]["EIP712Domain"]
-                .as_array_mut()
-                .unwrap()
-                .swap(0, 1);
+            v["types"]["EIP712Domain"].as_array_mut().unwrap().swap(0, 1);
         });
         assert_invalid(&json, "declares");
         let json = mail_with(|v| {
@@ -695,17 +643,11 @@ mod tests {
         let json = mail_with(|v| {
             v["message"]["from"]["wallet"] = Value::String("not an address".into());
         });
-        assert!(matches!(
-            typed_data_hash(&json),
-            Err(SdkError::InvalidInput(_))
-        ));
+        assert!(matches!(typed_data_hash(&json), Err(SdkError::InvalidInput(_))));
         let json = mail_with(|v| {
             v["primaryType"] = Value::String("Parcel".into());
         });
-        assert!(matches!(
-            typed_data_hash(&json),
-            Err(SdkError::InvalidInput(_))
-        ));
+        assert!(matches!(typed_data_hash(&json), Err(SdkError::InvalidInput(_))));
     }
 
     fn access_list() -> AccessList {
@@ -723,17 +665,11 @@ mod tests {
         let sig = assemble(&plain_sign(&signer, &hash), &hash, signer.address()).unwrap();
         let raw = encode_signed(tx, sig);
         if expected_type != 0 {
-            assert_eq!(
-                raw[0], expected_type,
-                "typed transactions start with their type byte"
-            );
+            assert_eq!(raw[0], expected_type, "typed transactions start with their type byte");
         }
         let decoded = TxEnvelope::decode_2718(&mut raw.as_slice()).unwrap();
         assert_eq!(decoded.recover_signer().unwrap(), signer.address());
-        assert_eq!(
-            alloy_consensus::Transaction::chain_id(&decoded),
-            Some(params.chain_id)
-        );
+        assert_eq!(alloy_consensus::Transaction::chain_id(&decoded), Some(params.chain_id));
         assert_eq!(alloy_consensus::Transaction::nonce(&decoded), params.nonce);
         assert_eq!(
             alloy_consensus::Transaction::kind(&decoded),
@@ -741,10 +677,7 @@ mod tests {
         );
         assert_eq!(alloy_consensus::Transaction::value(&decoded), params.value);
         assert_eq!(alloy_consensus::Transaction::input(&decoded), &params.data);
-        assert_eq!(
-            alloy_consensus::Transaction::gas_limit(&decoded),
-            params.gas_limit
-        );
+        assert_eq!(alloy_consensus::Transaction::gas_limit(&decoded), params.gas_limit);
         assert_eq!(decoded.encoded_2718(), raw, "re-encoding is byte-identical");
         decoded
     }

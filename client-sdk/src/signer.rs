@@ -113,10 +113,7 @@ impl TxSigner<Signature> for TandemSigner {
         self.account.address()
     }
 
-    async fn sign_transaction(
-        &self,
-        tx: &mut dyn SignableTransaction<Signature>,
-    ) -> alloy_signer::Result<Signature> {
+    async fn sign_transaction(&self, tx: &mut dyn SignableTransaction<Signature>) -> alloy_signer::Result<Signature> {
         if let Some(chain_id) = self.chain_id
             && !tx.set_chain_id_checked(chain_id)
         {
@@ -153,12 +150,7 @@ mod tests {
             panic!("expected done")
         };
         let share = device.finish(&enclave_share.public_key()).unwrap();
-        let account = Account::new(
-            tandem_core::AccountId::random().unwrap(),
-            Some("test".into()),
-            share,
-        )
-        .unwrap();
+        let account = Account::new(tandem_core::AccountId::random().unwrap(), Some("test".into()), share).unwrap();
         // A port that was just free: connecting to it is refused at once.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -245,9 +237,6 @@ mod tests {
         let debug = format!("{signer:?}");
         assert!(!debug.contains(&share_hex[..64]), "{debug}");
         assert!(!debug.to_lowercase().contains(&share_hex[..64]), "{debug}");
-        assert!(
-            debug.contains(&format!("{:?}", signer.address())),
-            "{debug}"
-        );
+        assert!(debug.contains(&format!("{:?}", signer.address())), "{debug}");
     }
 }

@@ -192,9 +192,7 @@ impl ProtocolError {
             | ProtocolError::WrongStep { .. }
             | ProtocolError::WrongDirection
             | ProtocolError::SessionClosed => ErrorCode::InvalidSession,
-            ProtocolError::PeerMisbehaved { .. } | ProtocolError::KeyMismatch => {
-                ErrorCode::MpcError
-            }
+            ProtocolError::PeerMisbehaved { .. } | ProtocolError::KeyMismatch => ErrorCode::MpcError,
             ProtocolError::InvalidShare(_) => ErrorCode::MpcInvalidShare,
             ProtocolError::RecoveryFailed => ErrorCode::RecoveryFailed,
             ProtocolError::SignatureInvalid => ErrorCode::SigningError,
@@ -235,10 +233,20 @@ mod tests {
         );
         assert_eq!(ProtocolError::Malformed("x").code(), ErrorCode::InvalidRequest);
         assert_eq!(
-            ProtocolError::PeerMisbehaved { reason: "r".into(), ban: true }.code(),
+            ProtocolError::PeerMisbehaved {
+                reason: "r".into(),
+                ban: true
+            }
+            .code(),
             ErrorCode::MpcError
         );
-        assert!(ProtocolError::PeerMisbehaved { reason: "r".into(), ban: true }.requires_ban());
+        assert!(
+            ProtocolError::PeerMisbehaved {
+                reason: "r".into(),
+                ban: true
+            }
+            .requires_ban()
+        );
         assert_eq!(ErrorCode::RateLimited.http_status(), 429);
         assert_eq!(ErrorCode::PayloadTooLarge.http_status(), 413);
     }

@@ -111,7 +111,10 @@ mod tests {
             Err(AddressError::Checksum)
         );
         assert!(Address::parse("0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed").is_ok());
-        assert_eq!(Address::parse("5aaeb6053f3e94c9b9a09f33669435e7ef1beaed"), Err(AddressError::Format));
+        assert_eq!(
+            Address::parse("5aaeb6053f3e94c9b9a09f33669435e7ef1beaed"),
+            Err(AddressError::Format)
+        );
         assert_eq!(Address::parse("0x5aaeb6"), Err(AddressError::Format));
         assert_eq!(
             Address::parse("0xzzaeb6053f3e94c9b9a09f33669435e7ef1beaed"),

@@ -26,10 +26,7 @@ impl PublicKey {
     /// Wraps a curve point; the identity is refused (it is nobody's key).
     pub(crate) fn from_affine(point: &k256::AffinePoint) -> Result<Self, InvalidPublicKey> {
         let encoded = point.to_sec1_point(true);
-        let bytes: [u8; 33] = encoded
-            .as_bytes()
-            .try_into()
-            .map_err(|_| InvalidPublicKey)?;
+        let bytes: [u8; 33] = encoded.as_bytes().try_into().map_err(|_| InvalidPublicKey)?;
         Ok(PublicKey(bytes))
     }
 

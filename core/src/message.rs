@@ -100,8 +100,7 @@ pub struct Envelope;
 impl Envelope {
     /// Encodes `payload` under the header `header`.
     pub fn seal<T: Serialize>(header: Expect, payload: &T) -> Result<Vec<u8>, ProtocolError> {
-        let body = postcard::to_allocvec(payload)
-            .map_err(|_| ProtocolError::Internal("payload failed to encode"))?;
+        let body = postcard::to_allocvec(payload).map_err(|_| ProtocolError::Internal("payload failed to encode"))?;
         let mut out = Vec::with_capacity(HEADER_LEN + body.len());
         out.extend_from_slice(MAGIC);
         out.push(FORMAT_VERSION);
@@ -120,7 +119,10 @@ impl Envelope {
     /// to learn the device's nonce from a first message.
     pub fn peek(bytes: &[u8]) -> Result<Expect, ProtocolError> {
         if bytes.len() > MAX_MESSAGE_LEN {
-            return Err(ProtocolError::TooLarge { len: bytes.len(), max: MAX_MESSAGE_LEN });
+            return Err(ProtocolError::TooLarge {
+                len: bytes.len(),
+                max: MAX_MESSAGE_LEN,
+            });
         }
         if bytes.len() < HEADER_LEN {
             return Err(ProtocolError::Malformed("message shorter than its header"));
@@ -139,7 +141,12 @@ impl Envelope {
         };
         let mut binding = [0u8; 32];
         binding.copy_from_slice(&bytes[7..HEADER_LEN]);
-        Ok(Expect { flow, direction, step: bytes[6], binding })
+        Ok(Expect {
+            flow,
+            direction,
+            step: bytes[6],
+            binding,
+        })
     }
 
     /// Checks the header against `expect` and decodes the payload. The checks run in an
@@ -147,7 +154,10 @@ impl Envelope {
     pub fn open<T: DeserializeOwned>(bytes: &[u8], expect: Expect) -> Result<T, ProtocolError> {
         let got = Self::peek(bytes)?;
         if got.flow != expect.flow {
-            return Err(ProtocolError::WrongFlow { expected: expect.flow, got: got.flow });
+            return Err(ProtocolError::WrongFlow {
+                expected: expect.flow,
+                got: got.flow,
+            });
         }
         if got.direction != expect.direction {
             return Err(ProtocolError::WrongDirection);
@@ -156,7 +166,10 @@ impl Envelope {
             return Err(ProtocolError::WrongSession);
         }
         if got.step != expect.step {
-            return Err(ProtocolError::WrongStep { expected: expect.step, got: got.step });
+            return Err(ProtocolError::WrongStep {
+                expected: expect.step,
+                got: got.step,
+            });
         }
         let (value, rest) = postcard::take_from_bytes::<T>(&bytes[HEADER_LEN..])
             .map_err(|_| ProtocolError::Malformed("payload does not decode"))?;
@@ -172,7 +185,12 @@ mod tests {
     use super::*;
 
     fn header(step: u8) -> Expect {
-        Expect { flow: Flow::Sign, direction: Direction::ToEnclave, step, binding: [7; 32] }
+        Expect {
+            flow: Flow::Sign,
+            direction: Direction::ToEnclave,
+            step,
+            binding: [7; 32],
+        }
     }
 
     #[test]
@@ -183,22 +201,40 @@ mod tests {
 
         let err = Envelope::open::<(u32, Vec<u8>)>(&msg, header(2)).unwrap_err();
         assert_eq!(err, ProtocolError::WrongStep { expected: 2, got: 1 });
-        let other = Expect { binding: [8; 32], ..header(1) };
-        assert_eq!(Envelope::open::<(u32, Vec<u8>)>(&msg, other).unwrap_err(), ProtocolError::WrongSession);
-        let dkg = Expect { flow: Flow::Dkg, ..header(1) };
+        let other = Expect {
+            binding: [8; 32],
+            ..header(1)
+        };
+        assert_eq!(
+            Envelope::open::<(u32, Vec<u8>)>(&msg, other).unwrap_err(),
+            ProtocolError::WrongSession
+        );
+        let dkg = Expect {
+            flow: Flow::Dkg,
+            ..header(1)
+        };
         assert!(matches!(
             Envelope::open::<(u32, Vec<u8>)>(&msg, dkg).unwrap_err(),
             ProtocolError::WrongFlow { .. }
         ));
-        let back = Expect { direction: Direction::ToDevice, ..header(1) };
-        assert_eq!(Envelope::open::<(u32, Vec<u8>)>(&msg, back).unwrap_err(), ProtocolError::WrongDirection);
+        let back = Expect {
+            direction: Direction::ToDevice,
+            ..header(1)
+        };
+        assert_eq!(
+            Envelope::open::<(u32, Vec<u8>)>(&msg, back).unwrap_err(),
+            ProtocolError::WrongDirection
+        );
     }
 
     #[test]
     fn refuses_truncation_trailing_bytes_versions_and_oversize() {
         let msg = Envelope::seal(header(0), &(42u32, vec![9u8; 40])).unwrap();
         for cut in [0, 2, HEADER_LEN - 1, HEADER_LEN, msg.len() - 1] {
-            assert!(Envelope::open::<(u32, Vec<u8>)>(&msg[..cut], header(0)).is_err(), "cut {cut}");
+            assert!(
+                Envelope::open::<(u32, Vec<u8>)>(&msg[..cut], header(0)).is_err(),
+                "cut {cut}"
+            );
         }
         let mut longer = msg.clone();
         longer.push(0);
@@ -206,11 +242,17 @@ mod tests {
             Envelope::open::<(u32, Vec<u8>)>(&longer, header(0)).unwrap_err(),
             ProtocolError::Malformed("trailing bytes after the payload")
         );
-        let mut v2 = msg.clone();
+        let mut v2 = msg;
         v2[3] = 2;
-        assert_eq!(Envelope::open::<(u32, Vec<u8>)>(&v2, header(0)).unwrap_err(), ProtocolError::UnsupportedVersion(2));
+        assert_eq!(
+            Envelope::open::<(u32, Vec<u8>)>(&v2, header(0)).unwrap_err(),
+            ProtocolError::UnsupportedVersion(2)
+        );
         let huge = vec![0u8; MAX_MESSAGE_LEN + 1];
-        assert!(matches!(Envelope::peek(&huge).unwrap_err(), ProtocolError::TooLarge { .. }));
+        assert!(matches!(
+            Envelope::peek(&huge).unwrap_err(),
+            ProtocolError::TooLarge { .. }
+        ));
     }
 
     proptest::proptest! {

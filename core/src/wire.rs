@@ -25,7 +25,10 @@ impl Serialize for B64 {
 impl<'de> Deserialize<'de> for B64 {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        STANDARD.decode(s.as_bytes()).map(B64).map_err(|_| serde::de::Error::custom("invalid base64"))
+        STANDARD
+            .decode(s.as_bytes())
+            .map(B64)
+            .map_err(|_| serde::de::Error::custom("invalid base64"))
     }
 }
 
@@ -248,7 +251,11 @@ mod tests {
 
     #[test]
     fn camel_case_and_base64_on_the_wire() {
-        let req = StepRequest { request_id: Some("r1".into()), session_id: "ab".into(), client_message: B64(vec![0, 1, 2]) };
+        let req = StepRequest {
+            request_id: Some("r1".into()),
+            session_id: "ab".into(),
+            client_message: B64(vec![0, 1, 2]),
+        };
         let json = serde_json::to_value(&req).unwrap();
         assert_eq!(json["clientMessage"], "AAEC");
         assert_eq!(json["sessionId"], "ab");
@@ -263,7 +270,11 @@ mod tests {
     fn error_body_shape() {
         let e = ErrorResponse {
             request_id: None,
-            error: ErrorBody { code: ErrorCode::InvalidSession, message: "m".into(), details: None },
+            error: ErrorBody {
+                code: ErrorCode::InvalidSession,
+                message: "m".into(),
+                details: None,
+            },
         };
         let json = serde_json::to_value(&e).unwrap();
         assert_eq!(json["error"]["code"], "INVALID_SESSION");

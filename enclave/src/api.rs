@@ -16,7 +16,7 @@ use tandem_core::wire::{
     AccountInfo, AccountStartRequest, B64, CreateAccountStartRequest, CreateAccountStepResponse, GetPublicKeyRequest,
     HealthResponse, RecoverResponse, RefreshStepResponse, SignStepResponse, StartResponse, Status, StepRequest,
 };
-use tandem_core::{AccountId, ErrorCode, Flow, KeyShare, ProtocolError, SessionId};
+use tandem_core::{AccountId, ErrorCode, Flow, KeyShare, ProtocolError, SessionId, ShareId};
 use tracing::{info, warn};
 
 use crate::error::ApiError;
@@ -57,7 +57,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let request_id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let request_id = req
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(ApiJson(v)),
             Err(rejection) => {
@@ -81,7 +85,13 @@ impl<S: Send + Sync> FromRequestParts<S> for HeaderRequestId {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(HeaderRequestId(parts.headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(|s| s.chars().take(128).collect())))
+        Ok(HeaderRequestId(
+            parts
+                .headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.chars().take(128).collect()),
+        ))
     }
 }
 
@@ -91,7 +101,9 @@ fn request_id(body: &Option<String>, header: HeaderRequestId) -> Option<String> 
 
 /// Runs a protocol step on the blocking pool.
 async fn cpu<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|_| ApiError::new(ErrorCode::InternalError, "protocol task failed"))
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| ApiError::new(ErrorCode::InternalError, "protocol task failed"))
 }
 
 fn parse_session(s: &str) -> Result<SessionId, ApiError> {
@@ -99,12 +111,20 @@ fn parse_session(s: &str) -> Result<SessionId, ApiError> {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn check_text(field: &'static str, v: &Option<String>) -> Result<(), ApiError> {
-    if v.as_ref().is_some_and(|s| s.chars().count() > 64 || s.chars().any(char::is_control)) {
-        return Err(ApiError::new(ErrorCode::InvalidRequest, format!("{field} must be at most 64 printable characters")));
+    if v.as_ref()
+        .is_some_and(|s| s.chars().count() > 64 || s.chars().any(char::is_control))
+    {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("{field} must be at most 64 printable characters"),
+        ));
     }
     Ok(())
 }
@@ -132,10 +152,18 @@ async fn create_start(
         let (machine, sid, reply) = cpu(move || EnclaveDkg::start(&msg)).await??;
         state.sessions.insert(
             sid,
-            Machine::Dkg { machine: Box::new(machine), label: req.label, client_node_id: req.client_node_id },
+            Machine::Dkg {
+                machine: Box::new(machine),
+                label: req.label,
+                client_node_id: req.client_node_id,
+            },
         )?;
         info!(flow = "dkg", session = %short(&sid), "session started");
-        Ok(Json(StartResponse { request_id: rid.clone(), session_id: sid.to_hex(), server_message: B64(reply) }))
+        Ok(Json(StartResponse {
+            request_id: rid.clone(),
+            session_id: sid.to_hex(),
+            server_message: B64(reply),
+        }))
     }
     .await
     .map_err(|e: ApiError| e.with_request_id(&rid))
@@ -149,7 +177,12 @@ async fn create_step(
     let rid = request_id(&req.request_id, hid);
     let sid = parse_session(&req.session_id).map_err(|e| e.with_request_id(&rid))?;
     let result = async {
-        let Machine::Dkg { mut machine, label, client_node_id } = state.sessions.take(&sid, Flow::Dkg)? else {
+        let Machine::Dkg {
+            mut machine,
+            label,
+            client_node_id,
+        } = state.sessions.take(&sid, Flow::Dkg)?
+        else {
             return Err(ApiError::new(ErrorCode::InternalError, "session table mixed flows"));
         };
         let msg = req.client_message.0;
@@ -160,7 +193,14 @@ async fn create_step(
         .await?;
         match next? {
             Next::Send(reply) => {
-                state.sessions.put_back(&sid, Machine::Dkg { machine, label, client_node_id })?;
+                state.sessions.put_back(
+                    &sid,
+                    Machine::Dkg {
+                        machine,
+                        label,
+                        client_node_id,
+                    },
+                )?;
                 Ok(CreateAccountStepResponse {
                     request_id: rid.clone(),
                     session_id: sid.to_hex(),
@@ -172,7 +212,8 @@ async fn create_step(
                 })
             }
             Next::Done(share) => {
-                let id = AccountId::random().map_err(|_| ApiError::new(ErrorCode::InternalError, "system RNG failed"))?;
+                let id =
+                    AccountId::random().map_err(|_| ApiError::new(ErrorCode::InternalError, "system RNG failed"))?;
                 let public_key = share.public_key();
                 let address = share.address().to_checksum();
                 // Persist before answering DONE: a DONE always means the share is durable.
@@ -203,7 +244,7 @@ async fn create_step(
         }
     }
     .await;
-    finish_step(&state, &sid, None, result, &rid).await.map(Json)
+    finish_step(&state, &sid, result, &rid).await.map(Json)
 }
 
 /// Common tail of every step: on error, drop the session (its machine is poisoned), lock
@@ -211,7 +252,6 @@ async fn create_step(
 async fn finish_step<T>(
     state: &AppState,
     sid: &SessionId,
-    account: Option<AccountId>,
     result: Result<T, ApiError>,
     rid: &Option<String>,
 ) -> Result<T, ApiError> {
@@ -223,7 +263,6 @@ async fn finish_step<T>(
                 state.sessions.remove(sid);
             }
             warn!(session = %short(sid), code = %e.code, error = %e.message, "step failed");
-            let _ = account;
             Err(e.with_request_id(rid))
         }
     }
@@ -245,21 +284,32 @@ async fn load_active(state: &AppState, id: AccountId) -> Result<Arc<StoredAccoun
     Ok(account)
 }
 
-/// Picks the enclave share matching the device's generation; when it is the pending one
-/// from a refresh, the device has proven it stored its new share: promote it durably.
-async fn share_for(state: &AppState, account: &StoredAccount, share_id: tandem_core::ShareId) -> Result<Arc<KeyShare>, ApiError> {
-    let Some((share, pending)) = account.share_for(share_id) else {
-        return Err(ProtocolError::InvalidShare("the device holds another generation of this key").into());
-    };
-    if pending {
-        let promoted = share.clone();
-        state
-            .keystore
-            .update(account.id, move |a| StoredAccount { current: promoted, pending: None, ..a.clone() })
-            .await?;
-        info!(account = %account.id, "refreshed share confirmed by the device; previous share removed");
-    }
-    Ok(share)
+/// Picks the enclave share matching the device's generation: the current one, or the
+/// pending one from a refresh (then `true`). Naming the pending generation proves
+/// nothing, so it is promoted only after a step that the device could only pass holding
+/// that share (see [`promote`]).
+fn share_for(account: &StoredAccount, share_id: ShareId) -> Result<(Arc<KeyShare>, bool), ApiError> {
+    account
+        .share_for(share_id)
+        .ok_or_else(|| ProtocolError::InvalidShare("the device holds another generation of this key").into())
+}
+
+/// Makes the pending share current and deletes the old one, after the device proved it
+/// holds the pending share (a successful sign step or recovery proof with it).
+async fn promote(state: &AppState, id: AccountId, share_id: ShareId) -> Result<(), ApiError> {
+    state
+        .keystore
+        .update(id, move |a| match &a.pending {
+            Some(p) if p.share_id() == share_id => StoredAccount {
+                current: p.clone(),
+                pending: None,
+                ..a.clone()
+            },
+            _ => a.clone(),
+        })
+        .await?;
+    info!(account = %id, "refreshed share confirmed by the device; previous share removed");
+    Ok(())
 }
 
 /// Records an abort that requires excluding the device (DKLs23 mandates it when an OT
@@ -267,7 +317,14 @@ async fn share_for(state: &AppState, account: &StoredAccount, share_id: tandem_c
 async fn lock_account(state: &AppState, id: AccountId, reason: &str) {
     let reason = reason.to_string();
     warn!(account = %id, %reason, "locking account after a protocol abort that requires excluding the device");
-    if let Err(e) = state.keystore.update(id, move |a| StoredAccount { locked: Some(reason), ..a.clone() }).await {
+    if let Err(e) = state
+        .keystore
+        .update(id, move |a| StoredAccount {
+            locked: Some(reason),
+            ..a.clone()
+        })
+        .await
+    {
         warn!(account = %id, error = %e, "could not persist the account lock");
     }
 }
@@ -278,7 +335,11 @@ async fn get_public_key(
     ApiJson(req): ApiJson<GetPublicKeyRequest>,
 ) -> Result<Json<AccountInfo>, ApiError> {
     let rid = request_id(&req.request_id, hid);
-    let account = state.keystore.load(req.account_id).await.map_err(|e| ApiError::from(e).with_request_id(&rid))?;
+    let account = state
+        .keystore
+        .load(req.account_id)
+        .await
+        .map_err(|e| ApiError::from(e).with_request_id(&rid))?;
     let pk = account.public_key();
     Ok(Json(AccountInfo {
         request_id: rid,
@@ -297,12 +358,23 @@ async fn sign_start(
     async {
         let start = EnclaveSign::parse_start(&req.client_message.0)?;
         let account = load_active(&state, req.account_id).await?;
-        let share = share_for(&state, &account, start.share_id()).await?;
         state.sessions.check_capacity()?;
+        let (share, pending) = share_for(&account, start.share_id())?;
         let (machine, sid, reply) = cpu(move || EnclaveSign::start(start, share)).await??;
-        state.sessions.insert(sid, Machine::Sign { machine: Box::new(machine), account: req.account_id })?;
+        state.sessions.insert(
+            sid,
+            Machine::Sign {
+                machine: Box::new(machine),
+                account: req.account_id,
+                confirms_refresh: pending,
+            },
+        )?;
         info!(flow = "sign", session = %short(&sid), account = %req.account_id, "session started");
-        Ok(Json(StartResponse { request_id: rid.clone(), session_id: sid.to_hex(), server_message: B64(reply) }))
+        Ok(Json(StartResponse {
+            request_id: rid.clone(),
+            session_id: sid.to_hex(),
+            server_message: B64(reply),
+        }))
     }
     .await
     .map_err(|e: ApiError| e.with_request_id(&rid))
@@ -315,14 +387,21 @@ async fn sign_step(
 ) -> Result<Json<SignStepResponse>, ApiError> {
     let rid = request_id(&req.request_id, hid);
     let sid = parse_session(&req.session_id).map_err(|e| e.with_request_id(&rid))?;
-    let mut account_id = None;
     let result = async {
-        let Machine::Sign { mut machine, account } = state.sessions.take(&sid, Flow::Sign)? else {
+        let Machine::Sign {
+            mut machine,
+            account,
+            confirms_refresh,
+        } = state.sessions.take(&sid, Flow::Sign)?
+        else {
             return Err(ApiError::new(ErrorCode::InternalError, "session table mixed flows"));
         };
-        account_id = Some(account);
         let msg = req.client_message.0;
-        let partial = cpu(move || machine.step(&msg)).await?;
+        let (machine, partial) = cpu(move || {
+            let p = machine.step(&msg);
+            (machine, p)
+        })
+        .await?;
         let partial = match partial {
             Ok(p) => p,
             Err(e) => {
@@ -332,6 +411,9 @@ async fn sign_step(
                 return Err(e.into());
             }
         };
+        if confirms_refresh {
+            promote(&state, account, machine.share_id()).await?;
+        }
         state.sessions.remove(&sid);
         info!(flow = "sign", session = %short(&sid), account = %account, "partial signature sent");
         Ok(SignStepResponse {
@@ -343,7 +425,7 @@ async fn sign_step(
         })
     }
     .await;
-    finish_step(&state, &sid, account_id, result, &rid).await.map(Json)
+    finish_step(&state, &sid, result, &rid).await.map(Json)
 }
 
 async fn recover_start(
@@ -362,7 +444,7 @@ async fn recover_start(
         let verify_share = share.clone();
         let sid = cpu(move || EnclaveRecover::verify(&start, &verify_share)).await??;
         if pending {
-            share_for(&state, &account, share.share_id()).await?;
+            promote(&state, account.id, share.share_id()).await?;
         }
         info!(flow = "recover", account = %req.account_id, "device share verified");
         Ok(Json(RecoverResponse {
@@ -386,12 +468,28 @@ async fn refresh_start(
         let msg = req.client_message.0;
         let start = cpu(move || EnclaveRefresh::parse_start(&msg)).await??;
         let account = load_active(&state, req.account_id).await?;
-        let share = share_for(&state, &account, start.share_id()).await?;
         state.sessions.check_capacity()?;
+        let (share, pending) = share_for(&account, start.share_id())?;
+        if pending {
+            return Err(ApiError::new(
+                ErrorCode::MpcInvalidShare,
+                "the previous refresh is not confirmed yet: sign or run the recovery check with the new share first",
+            ));
+        }
         let (machine, sid, reply) = cpu(move || EnclaveRefresh::start(start, share)).await??;
-        state.sessions.insert(sid, Machine::Refresh { machine: Box::new(machine), account: req.account_id })?;
+        state.sessions.insert(
+            sid,
+            Machine::Refresh {
+                machine: Box::new(machine),
+                account: req.account_id,
+            },
+        )?;
         info!(flow = "refresh", session = %short(&sid), account = %req.account_id, "session started");
-        Ok(Json(StartResponse { request_id: rid.clone(), session_id: sid.to_hex(), server_message: B64(reply) }))
+        Ok(Json(StartResponse {
+            request_id: rid.clone(),
+            session_id: sid.to_hex(),
+            server_message: B64(reply),
+        }))
     }
     .await
     .map_err(|e: ApiError| e.with_request_id(&rid))
@@ -404,12 +502,10 @@ async fn refresh_step(
 ) -> Result<Json<RefreshStepResponse>, ApiError> {
     let rid = request_id(&req.request_id, hid);
     let sid = parse_session(&req.session_id).map_err(|e| e.with_request_id(&rid))?;
-    let mut account_id = None;
     let result = async {
         let Machine::Refresh { mut machine, account } = state.sessions.take(&sid, Flow::Refresh)? else {
             return Err(ApiError::new(ErrorCode::InternalError, "session table mixed flows"));
         };
-        account_id = Some(account);
         let msg = req.client_message.0;
         let (machine, next) = cpu(move || {
             let next = machine.step(&msg);
@@ -430,7 +526,13 @@ async fn refresh_step(
                 // Stored as pending beside the current share: the old one stays usable
                 // until the device proves it stored its new half.
                 let new_share = Arc::new(new_share);
-                state.keystore.update(account, move |a| StoredAccount { pending: Some(new_share), ..a.clone() }).await?;
+                state
+                    .keystore
+                    .update(account, move |a| StoredAccount {
+                        pending: Some(new_share),
+                        ..a.clone()
+                    })
+                    .await?;
                 state.sessions.remove(&sid);
                 info!(flow = "refresh", session = %short(&sid), account = %account, "refreshed share stored (pending)");
                 Ok(RefreshStepResponse {
@@ -443,5 +545,5 @@ async fn refresh_step(
         }
     }
     .await;
-    finish_step(&state, &sid, account_id, result, &rid).await.map(Json)
+    finish_step(&state, &sid, result, &rid).await.map(Json)
 }

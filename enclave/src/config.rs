@@ -27,7 +27,9 @@ impl std::str::FromStr for ListenAddr {
             return Err("vsock listening arrives with Nitro mode; use tcp:// or unix:// in mock mode".into());
         }
         let addr = s.strip_prefix("tcp://").unwrap_or(s);
-        addr.parse().map(ListenAddr::Tcp).map_err(|_| format!("{s:?} is not tcp://HOST:PORT or unix:///path"))
+        addr.parse()
+            .map(ListenAddr::Tcp)
+            .map_err(|_| format!("{s:?} is not tcp://HOST:PORT or unix:///path"))
     }
 }
 
@@ -74,9 +76,18 @@ mod tests {
 
     #[test]
     fn parses_listen_addresses() {
-        assert_eq!("tcp://127.0.0.1:5000".parse::<ListenAddr>().unwrap(), ListenAddr::Tcp("127.0.0.1:5000".parse().unwrap()));
-        assert_eq!("127.0.0.1:0".parse::<ListenAddr>().unwrap(), ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()));
-        assert_eq!("unix:///tmp/x.sock".parse::<ListenAddr>().unwrap(), ListenAddr::Unix("/tmp/x.sock".into()));
+        assert_eq!(
+            "tcp://127.0.0.1:5000".parse::<ListenAddr>().unwrap(),
+            ListenAddr::Tcp("127.0.0.1:5000".parse().unwrap())
+        );
+        assert_eq!(
+            "127.0.0.1:0".parse::<ListenAddr>().unwrap(),
+            ListenAddr::Tcp("127.0.0.1:0".parse().unwrap())
+        );
+        assert_eq!(
+            "unix:///tmp/x.sock".parse::<ListenAddr>().unwrap(),
+            ListenAddr::Unix("/tmp/x.sock".into())
+        );
         assert!("unix://".parse::<ListenAddr>().is_err());
         assert!("vsock://16:5000".parse::<ListenAddr>().is_err());
         assert!("nonsense".parse::<ListenAddr>().is_err());

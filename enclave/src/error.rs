@@ -22,7 +22,11 @@ pub struct ApiError {
 impl ApiError {
     /// An error with `code` and `message`.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError { code, message: message.into(), request_id: None }
+        ApiError {
+            code,
+            message: message.into(),
+            request_id: None,
+        }
     }
 
     /// Attaches the request id to echo.
@@ -57,7 +61,11 @@ impl IntoResponse for ApiError {
         let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = ErrorResponse {
             request_id: self.request_id,
-            error: ErrorBody { code: self.code, message: self.message, details: None },
+            error: ErrorBody {
+                code: self.code,
+                message: self.message,
+                details: None,
+            },
         };
         (status, axum::Json(body)).into_response()
     }

@@ -32,14 +32,20 @@ impl Server {
             keystore: Keystore::new(store, sealer),
             mock_mode: true,
         };
-        Ok(Server { state: Arc::new(state), max_body_bytes: config.max_body_bytes })
+        Ok(Server {
+            state: Arc::new(state),
+            max_body_bytes: config.max_body_bytes,
+        })
     }
 
     /// The router with its limits: body size, a 60 s request timeout, request tracing.
     pub fn app(&self) -> axum::Router {
         router(self.state.clone())
             .layer(DefaultBodyLimit::max(self.max_body_bytes))
-            .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::GATEWAY_TIMEOUT, Duration::from_secs(60)))
+            .layer(TimeoutLayer::with_status_code(
+                axum::http::StatusCode::GATEWAY_TIMEOUT,
+                Duration::from_secs(60),
+            ))
             .layer(TraceLayer::new_for_http())
     }
 
@@ -73,9 +79,11 @@ impl Listener {
     pub fn local_addr(&self) -> String {
         match self {
             Listener::Tcp(l) => l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-            Listener::Unix(l) => {
-                l.local_addr().ok().and_then(|a| a.as_pathname().map(|p| format!("unix://{}", p.display()))).unwrap_or_default()
-            }
+            Listener::Unix(l) => l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| format!("unix://{}", p.display())))
+                .unwrap_or_default(),
         }
     }
 }

@@ -31,6 +31,9 @@ pub enum Machine {
         machine: Box<EnclaveSign>,
         /// The account.
         account: AccountId,
+        /// Whether the device signs with the pending share of a refresh: success
+        /// proves it holds that share, and the enclave then promotes it.
+        confirms_refresh: bool,
     },
     /// Refreshing an account.
     Refresh {
@@ -73,14 +76,21 @@ fn busy() -> ApiError {
 impl Sessions {
     /// A table whose sessions expire `ttl` after they start, holding at most `max`.
     pub fn new(ttl: Duration, max: usize) -> Self {
-        Sessions { ttl, max, table: Mutex::new(HashMap::new()) }
+        Sessions {
+            ttl,
+            max,
+            table: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Refuses a new session when the table is full (checked before expensive work).
     pub fn check_capacity(&self) -> Result<(), ApiError> {
         let table = self.table.lock().map_err(|_| busy())?;
         if table.len() >= self.max {
-            return Err(ApiError::new(ErrorCode::RateLimited, "too many sessions in flight; retry shortly"));
+            return Err(ApiError::new(
+                ErrorCode::RateLimited,
+                "too many sessions in flight; retry shortly",
+            ));
         }
         Ok(())
     }
@@ -89,9 +99,19 @@ impl Sessions {
     pub fn insert(&self, id: SessionId, machine: Machine) -> Result<(), ApiError> {
         let mut table = self.table.lock().map_err(|_| busy())?;
         if table.len() >= self.max {
-            return Err(ApiError::new(ErrorCode::RateLimited, "too many sessions in flight; retry shortly"));
+            return Err(ApiError::new(
+                ErrorCode::RateLimited,
+                "too many sessions in flight; retry shortly",
+            ));
         }
-        table.insert(id, Entry { created: Instant::now(), flow: machine.flow(), machine: Some(machine) });
+        table.insert(
+            id,
+            Entry {
+                created: Instant::now(),
+                flow: machine.flow(),
+                machine: Some(machine),
+            },
+        );
         Ok(())
     }
 
@@ -101,11 +121,17 @@ impl Sessions {
     pub fn take(&self, id: &SessionId, flow: Flow) -> Result<Machine, ApiError> {
         let mut table = self.table.lock().map_err(|_| busy())?;
         let Some(entry) = table.get_mut(id) else {
-            return Err(ApiError::new(ErrorCode::InvalidSession, "unknown session (finished, failed, or the server restarted)"));
+            return Err(ApiError::new(
+                ErrorCode::InvalidSession,
+                "unknown session (finished, failed, or the server restarted)",
+            ));
         };
         if entry.created.elapsed() > self.ttl {
             table.remove(id);
-            return Err(ApiError::new(ErrorCode::MpcTimeout, "session expired; start the flow again"));
+            return Err(ApiError::new(
+                ErrorCode::MpcTimeout,
+                "session expired; start the flow again",
+            ));
         }
         if entry.flow != flow {
             return Err(ApiError::new(
@@ -113,7 +139,10 @@ impl Sessions {
                 format!("session belongs to the {} flow, not {}", entry.flow, flow),
             ));
         }
-        entry.machine.take().ok_or_else(|| ApiError::new(ErrorCode::InvalidSession, "a step of this session is already running"))
+        entry
+            .machine
+            .take()
+            .ok_or_else(|| ApiError::new(ErrorCode::InvalidSession, "a step of this session is already running"))
     }
 
     /// Returns a machine after a successful, non-final step.

@@ -18,10 +18,9 @@
 use std::collections::BTreeMap;
 
 use dkls23::protocols::dkg::{
-    self, BroadcastDerivationPhase2to4, BroadcastDerivationPhase3to4, KeepInitMulPhase3to4,
-    KeepInitZeroSharePhase2to3, KeepInitZeroSharePhase3to4, ProofCommitment, SessionData,
-    TransmitInitMulPhase3to4, TransmitInitZeroSharePhase2to4, TransmitInitZeroSharePhase3to4,
-    UniqueKeepDerivationPhase2to3,
+    self, BroadcastDerivationPhase2to4, BroadcastDerivationPhase3to4, KeepInitMulPhase3to4, KeepInitZeroSharePhase2to3,
+    KeepInitZeroSharePhase3to4, ProofCommitment, SessionData, TransmitInitMulPhase3to4, TransmitInitZeroSharePhase2to4,
+    TransmitInitZeroSharePhase3to4, UniqueKeepDerivationPhase2to3,
 };
 use k256::Scalar;
 use serde::{Deserialize, Serialize};
@@ -72,27 +71,44 @@ struct Msg2 {
 }
 
 fn header(direction: Direction, step: u8, binding: [u8; 32]) -> Expect {
-    Expect { flow: Flow::Dkg, direction, step, binding }
+    Expect {
+        flow: Flow::Dkg,
+        direction,
+        step,
+        binding,
+    }
 }
 
 fn session_data(role: Role, sid: &SessionId) -> SessionData {
-    SessionData { parameters: parameters(), party_index: role.index(), session_id: sid.0.to_vec() }
+    SessionData {
+        parameters: parameters(),
+        party_index: role.index(),
+        session_id: sid.0.to_vec(),
+    }
 }
 
 fn address_string(point: &k256::AffinePoint) -> String {
-    PublicKey::from_affine(point).map(|pk| Address::from_public_key(&pk).to_checksum()).unwrap_or_default()
+    PublicKey::from_affine(point)
+        .map(|pk| Address::from_public_key(&pk).to_checksum())
+        .unwrap_or_default()
 }
 
 fn check_commitment(pc: &ProofCommitment<Curve>, from: Role) -> Result<(), ProtocolError> {
     if pc.index != from.index() {
-        return Err(ProtocolError::PeerMisbehaved { reason: "commitment from the wrong party".into(), ban: false });
+        return Err(ProtocolError::PeerMisbehaved {
+            reason: "commitment from the wrong party".into(),
+            ban: false,
+        });
     }
     Ok(())
 }
 
 fn check_sender(sender: dkls23::protocols::PartyIndex, from: Role) -> Result<(), ProtocolError> {
     if sender != from.index() {
-        return Err(ProtocolError::PeerMisbehaved { reason: "broadcast from the wrong party".into(), ban: false });
+        return Err(ProtocolError::PeerMisbehaved {
+            reason: "broadcast from the wrong party".into(),
+            ban: false,
+        });
     }
     Ok(())
 }
@@ -102,6 +118,8 @@ pub struct DeviceDkg {
     state: DeviceState,
 }
 
+// A machine is moved once per protocol step; boxing its states buys nothing measurable.
+#[allow(clippy::large_enum_variant)]
 enum DeviceState {
     AwaitReply0 {
         nonce: [u8; 32],
@@ -131,14 +149,26 @@ impl DeviceDkg {
     pub fn start() -> Result<(Self, Vec<u8>), ProtocolError> {
         let nonce = nonce()?;
         // Phase 1 does not use the session id, which needs the enclave's nonce.
-        let data = SessionData { parameters: parameters(), party_index: Role::Device.index(), session_id: Vec::new() };
+        let data = SessionData {
+            parameters: parameters(),
+            party_index: Role::Device.index(),
+            session_id: Vec::new(),
+        };
         let fragments = Zeroizing::new(dkg::phase1::<Curve>(&data));
         let (own, for_enclave) = match fragments.as_slice() {
             [own, for_enclave] => (*own, *for_enclave),
             _ => return Err(ProtocolError::Internal("phase 1 must yield two fragments")),
         };
         let msg = Envelope::seal(header(Direction::ToEnclave, 0, nonce), &Msg0 { fragment: for_enclave })?;
-        Ok((DeviceDkg { state: DeviceState::AwaitReply0 { nonce, own_fragment: Zeroizing::new(own) } }, msg))
+        Ok((
+            DeviceDkg {
+                state: DeviceState::AwaitReply0 {
+                    nonce,
+                    own_fragment: Zeroizing::new(own),
+                },
+            },
+            msg,
+        ))
     }
 
     /// The session id, once the enclave's first reply has been received.
@@ -176,7 +206,11 @@ impl DeviceDkg {
         }
     }
 
-    fn on_reply0(nonce: [u8; 32], own_fragment: &Scalar, bytes: &[u8]) -> Result<(DeviceRound2, Vec<u8>), ProtocolError> {
+    fn on_reply0(
+        nonce: [u8; 32],
+        own_fragment: &Scalar,
+        bytes: &[u8],
+    ) -> Result<(DeviceRound2, Vec<u8>), ProtocolError> {
         let got = Envelope::peek(bytes)?;
         let reply: Reply0 = Envelope::open(bytes, header(Direction::ToDevice, 0, got.binding))?;
         let sid = SessionId::derive(Flow::Dkg, &nonce, &reply.enclave_nonce);
@@ -219,7 +253,10 @@ impl DeviceDkg {
         check_route(&reply.zero3.parties, Role::Device)?;
         check_route(&reply.mul.parties, Role::Device)?;
         check_sender(reply.bip3.sender_index, Role::Enclave)?;
-        let bip3 = BTreeMap::from([(Role::Device.index(), round.own_bip3), (Role::Enclave.index(), reply.bip3)]);
+        let bip3 = BTreeMap::from([
+            (Role::Device.index(), round.own_bip3),
+            (Role::Enclave.index(), reply.bip3),
+        ]);
         let (party, _package) = dkg::phase4::<Curve>(
             &round.data,
             &round.poly_point,
@@ -237,7 +274,10 @@ impl DeviceDkg {
         let share = KeyShare::new(Role::Device, party)?;
         let msg = Envelope::seal(
             header(Direction::ToEnclave, 2, round.sid.0),
-            &Msg2 { public_key: share.public_key(), share_id: share.share_id() },
+            &Msg2 {
+                public_key: share.public_key(),
+                share_id: share.share_id(),
+            },
         )?;
         Ok((share, msg))
     }
@@ -249,6 +289,8 @@ pub struct EnclaveDkg {
     state: EnclaveState,
 }
 
+// A machine is moved once per protocol step; boxing its states buys nothing measurable.
+#[allow(clippy::large_enum_variant)]
 enum EnclaveState {
     AwaitMsg1(Box<EnclaveRound2>),
     AwaitMsg2 { share: KeyShare },
@@ -297,7 +339,14 @@ impl EnclaveDkg {
             bip_keep,
             own_bip2: bip2,
         };
-        Ok((EnclaveDkg { sid, state: EnclaveState::AwaitMsg1(Box::new(round)) }, sid, out))
+        Ok((
+            EnclaveDkg {
+                sid,
+                state: EnclaveState::AwaitMsg1(Box::new(round)),
+            },
+            sid,
+            out,
+        ))
     }
 
     /// The session id.
@@ -337,7 +386,10 @@ impl EnclaveDkg {
 
         let (zero_kept, zero3, mul_kept, mul, bip3) =
             dkg::phase3::<Curve>(&round.data, &round.zero_keep, &round.bip_keep);
-        let bip2_all = BTreeMap::from([(Role::Device.index(), msg.bip2), (Role::Enclave.index(), round.own_bip2)]);
+        let bip2_all = BTreeMap::from([
+            (Role::Device.index(), msg.bip2),
+            (Role::Enclave.index(), round.own_bip2),
+        ]);
         let bip3_all = BTreeMap::from([(Role::Device.index(), msg.bip3), (Role::Enclave.index(), bip3.clone())]);
         let (party, _package) = dkg::phase4::<Curve>(
             &round.data,
@@ -354,7 +406,11 @@ impl EnclaveDkg {
         )
         .map_err(abort)?;
         let share = KeyShare::new(Role::Enclave, party)?;
-        let reply = Reply1 { zero3: single(zero3)?, mul: single(mul)?, bip3 };
+        let reply = Reply1 {
+            zero3: single(zero3)?,
+            mul: single(mul)?,
+            bip3,
+        };
         let out = Envelope::seal(header(Direction::ToDevice, 1, self.sid.0), &reply)?;
         Ok((share, out))
     }

@@ -81,7 +81,10 @@ fn party(i: u8) -> PartyIndex {
 }
 
 fn parameters() -> Parameters {
-    Parameters { threshold: 2, share_count: 2 }
+    Parameters {
+        threshold: 2,
+        share_count: 2,
+    }
 }
 
 /// What the state machine asks its driver to do next.
@@ -207,7 +210,10 @@ fn abort(a: Abort) -> ProtocolError {
 /// Checks that a point-to-point message goes from our peer to us.
 fn check_route(parties: &PartiesMessage, me: Role) -> Result<(), ProtocolError> {
     if parties.sender != me.peer().index() || parties.receiver != me.index() {
-        return Err(ProtocolError::PeerMisbehaved { reason: "message is misrouted".into(), ban: false });
+        return Err(ProtocolError::PeerMisbehaved {
+            reason: "message is misrouted".into(),
+            ban: false,
+        });
     }
     Ok(())
 }
@@ -217,7 +223,8 @@ fn single<T>(mut v: Vec<T>) -> Result<T, ProtocolError> {
     if v.len() != 1 {
         return Err(ProtocolError::Internal("expected exactly one message for the peer"));
     }
-    v.pop().ok_or(ProtocolError::Internal("expected exactly one message for the peer"))
+    v.pop()
+        .ok_or(ProtocolError::Internal("expected exactly one message for the peer"))
 }
 
 /// Fresh 32 random bytes for a session nonce.

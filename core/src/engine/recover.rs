@@ -48,8 +48,16 @@ impl DeviceRecover {
         let proof = DLogProof::<Curve>::prove(&share.party.poly_point, &context)
             .map_err(|_| ProtocolError::Internal("proof search exhausted"))?;
         Envelope::seal(
-            Expect { flow: Flow::Recover, direction: Direction::ToEnclave, step: 0, binding: nonce },
-            &Msg0 { share_id: share.share_id(), proof },
+            Expect {
+                flow: Flow::Recover,
+                direction: Direction::ToEnclave,
+                step: 0,
+                binding: nonce,
+            },
+            &Msg0 {
+                share_id: share.share_id(),
+                proof,
+            },
         )
     }
 }
@@ -76,9 +84,17 @@ impl EnclaveRecover {
         let got = Envelope::peek(msg0)?;
         let msg: Msg0 = Envelope::open(
             msg0,
-            Expect { flow: Flow::Recover, direction: Direction::ToEnclave, step: 0, binding: got.binding },
+            Expect {
+                flow: Flow::Recover,
+                direction: Direction::ToEnclave,
+                step: 0,
+                binding: got.binding,
+            },
         )?;
-        Ok(RecoverStart { device_nonce: got.binding, msg })
+        Ok(RecoverStart {
+            device_nonce: got.binding,
+            msg,
+        })
     }
 
     /// Verifies the device's proof against the enclave's share of the account. Returns a

@@ -59,11 +59,20 @@ struct Partial {
 }
 
 fn header(direction: Direction, step: u8, binding: [u8; 32]) -> Expect {
-    Expect { flow: Flow::Sign, direction, step, binding }
+    Expect {
+        flow: Flow::Sign,
+        direction,
+        step,
+        binding,
+    }
 }
 
 fn sign_data(role: Role, sid: &SessionId, digest: [u8; 32]) -> SignData {
-    SignData { sign_id: sid.0.to_vec(), counterparties: vec![role.peer().index()], message_hash: digest }
+    SignData {
+        sign_id: sid.0.to_vec(),
+        counterparties: vec![role.peer().index()],
+        message_hash: digest,
+    }
 }
 
 /// The device's side of signing.
@@ -73,6 +82,8 @@ pub struct DeviceSign {
     state: DeviceState,
 }
 
+// A machine is moved once per protocol step; boxing its states buys nothing measurable.
+#[allow(clippy::large_enum_variant)]
 enum DeviceState {
     AwaitReply0 { nonce: [u8; 32] },
     AwaitPartial(Box<DeviceRound>),
@@ -95,9 +106,19 @@ impl DeviceSign {
         let nonce = nonce()?;
         let msg = Envelope::seal(
             header(Direction::ToEnclave, 0, nonce),
-            &Msg0 { digest: digest.to_vec(), share_id: share.share_id() },
+            &Msg0 {
+                digest: digest.to_vec(),
+                share_id: share.share_id(),
+            },
         )?;
-        Ok((DeviceSign { share, digest, state: DeviceState::AwaitReply0 { nonce } }, msg))
+        Ok((
+            DeviceSign {
+                share,
+                digest,
+                state: DeviceState::AwaitReply0 { nonce },
+            },
+            msg,
+        ))
     }
 
     /// Feeds the `serverMessage` of `sign/start`; returns the `clientMessage` of `sign/step`.
@@ -116,9 +137,17 @@ impl DeviceSign {
         let party = &self.share.party;
         let (uk12, k12, t1) = party.sign_phase1(&data).map_err(abort)?;
         let (unique_kept, kept, t2) = party.sign_phase2(&data, uk12, k12, &[reply.t1]).map_err(abort)?;
-        let msg = Msg1 { t1: super::single(t1)?, t2: super::single(t2)? };
+        let msg = Msg1 {
+            t1: super::single(t1)?,
+            t2: super::single(t2)?,
+        };
         let out = Envelope::seal(header(Direction::ToEnclave, 1, sid.0), &msg)?;
-        self.state = DeviceState::AwaitPartial(Box::new(DeviceRound { sid, data, unique_kept, kept }));
+        self.state = DeviceState::AwaitPartial(Box::new(DeviceRound {
+            sid,
+            data,
+            unique_kept,
+            kept,
+        }));
         Ok(out)
     }
 
@@ -132,9 +161,12 @@ impl DeviceSign {
         let p: Partial = Envelope::open(partial, header(Direction::ToDevice, 1, round.sid.0))?;
         check_route(&p.t2.parties, Role::Device)?;
         let party = &self.share.party;
-        let (x_coord, own_b3) = party.sign_phase3(&round.data, round.unique_kept, round.kept, &[p.t2]).map_err(abort)?;
-        let (s_hex, recovery_id) =
-            party.sign_phase4(&round.data, &x_coord, &[own_b3, p.b3.clone()], true).map_err(abort)?;
+        let (x_coord, own_b3) = party
+            .sign_phase3(&round.data, round.unique_kept, round.kept, &[p.t2])
+            .map_err(abort)?;
+        let (s_hex, recovery_id) = party
+            .sign_phase4(&round.data, &x_coord, &[own_b3, p.b3], true)
+            .map_err(abort)?;
         let mut r = [0u8; 32];
         let mut s = [0u8; 32];
         hex::decode_to_slice(&x_coord, &mut r).map_err(|_| ProtocolError::SignatureInvalid)?;
@@ -177,8 +209,14 @@ pub struct EnclaveSign {
     state: EnclaveState,
 }
 
+// A machine is moved once per protocol step; boxing its states buys nothing measurable.
+#[allow(clippy::large_enum_variant)]
 enum EnclaveState {
-    AwaitMsg1 { data: SignData, unique_kept: UniqueKeep1to2<Curve>, kept: BTreeMap<PartyIndex, KeepPhase1to2<Curve>> },
+    AwaitMsg1 {
+        data: SignData,
+        unique_kept: UniqueKeep1to2<Curve>,
+        kept: BTreeMap<PartyIndex, KeepPhase1to2<Curve>>,
+    },
     Closed,
 }
 
@@ -187,9 +225,16 @@ impl EnclaveSign {
     pub fn parse_start(msg0: &[u8]) -> Result<SignStart, ProtocolError> {
         let got = Envelope::peek(msg0)?;
         let msg: Msg0 = Envelope::open(msg0, header(Direction::ToEnclave, 0, got.binding))?;
-        let digest: [u8; 32] =
-            msg.digest.as_slice().try_into().map_err(|_| ProtocolError::InvalidField("digest must be 32 bytes"))?;
-        Ok(SignStart { device_nonce: got.binding, digest, share_id: msg.share_id })
+        let digest: [u8; 32] = msg
+            .digest
+            .as_slice()
+            .try_into()
+            .map_err(|_| ProtocolError::InvalidField("digest must be 32 bytes"))?;
+        Ok(SignStart {
+            device_nonce: got.binding,
+            digest,
+            share_id: msg.share_id,
+        })
     }
 
     /// Starts the enclave's side with the share the device named. Returns the machine,
@@ -199,15 +244,34 @@ impl EnclaveSign {
             return Err(ProtocolError::InvalidShare("not an enclave share"));
         }
         if share.share_id() != start.share_id {
-            return Err(ProtocolError::InvalidShare("the device holds another generation of this key"));
+            return Err(ProtocolError::InvalidShare(
+                "the device holds another generation of this key",
+            ));
         }
         let enclave_nonce = nonce()?;
         let sid = SessionId::derive(Flow::Sign, &start.device_nonce, &enclave_nonce);
         let data = sign_data(Role::Enclave, &sid, start.digest);
         let (unique_kept, kept, t1) = share.party.sign_phase1(&data).map_err(abort)?;
-        let out =
-            Envelope::seal(header(Direction::ToDevice, 0, sid.0), &Reply0 { enclave_nonce, t1: super::single(t1)? })?;
-        Ok((EnclaveSign { share, sid, state: EnclaveState::AwaitMsg1 { data, unique_kept, kept } }, sid, out))
+        let out = Envelope::seal(
+            header(Direction::ToDevice, 0, sid.0),
+            &Reply0 {
+                enclave_nonce,
+                t1: super::single(t1)?,
+            },
+        )?;
+        Ok((
+            EnclaveSign {
+                share,
+                sid,
+                state: EnclaveState::AwaitMsg1 {
+                    data,
+                    unique_kept,
+                    kept,
+                },
+            },
+            sid,
+            out,
+        ))
     }
 
     /// The session id.
@@ -215,9 +279,18 @@ impl EnclaveSign {
         self.sid
     }
 
+    /// The key generation this session signs with.
+    pub fn share_id(&self) -> ShareId {
+        self.share.share_id()
+    }
+
     /// Feeds the `clientMessage` of `sign/step`; returns the `serverPartial`.
     pub fn step(&mut self, bytes: &[u8]) -> Result<Vec<u8>, ProtocolError> {
-        let EnclaveState::AwaitMsg1 { data, unique_kept, kept } = std::mem::replace(&mut self.state, EnclaveState::Closed)
+        let EnclaveState::AwaitMsg1 {
+            data,
+            unique_kept,
+            kept,
+        } = std::mem::replace(&mut self.state, EnclaveState::Closed)
         else {
             return Err(ProtocolError::SessionClosed);
         };
@@ -225,8 +298,18 @@ impl EnclaveSign {
         check_route(&msg.t1.parties, Role::Enclave)?;
         check_route(&msg.t2.parties, Role::Enclave)?;
         let party = &self.share.party;
-        let (uk23, k23, t2) = party.sign_phase2(&data, unique_kept, kept, &[msg.t1.clone()]).map_err(abort)?;
-        let (_x_coord, b3) = party.sign_phase3(&data, uk23, k23, &[msg.t2.clone()]).map_err(abort)?;
-        Envelope::seal(header(Direction::ToDevice, 1, self.sid.0), &Partial { t2: super::single(t2)?, b3 })
+        let (uk23, k23, t2) = party
+            .sign_phase2(&data, unique_kept, kept, std::slice::from_ref(&msg.t1))
+            .map_err(abort)?;
+        let (_x_coord, b3) = party
+            .sign_phase3(&data, uk23, k23, std::slice::from_ref(&msg.t2))
+            .map_err(abort)?;
+        Envelope::seal(
+            header(Direction::ToDevice, 1, self.sid.0),
+            &Partial {
+                t2: super::single(t2)?,
+                b3,
+            },
+        )
     }
 }

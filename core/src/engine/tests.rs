@@ -12,14 +12,22 @@ pub(crate) fn run_dkg() -> (KeyShare, KeyShare) {
     let (mut device, m0) = DeviceDkg::start().unwrap();
     let (mut enclave, _sid, r0) = EnclaveDkg::start(&m0).unwrap();
     let m1 = device.receive(&r0).unwrap();
-    let Next::Send(r1) = enclave.step(&m1).unwrap() else { panic!("expected a reply") };
+    let Next::Send(r1) = enclave.step(&m1).unwrap() else {
+        panic!("expected a reply")
+    };
     let m2 = device.receive(&r1).unwrap();
-    let Next::Done(enclave_share) = enclave.step(&m2).unwrap() else { panic!("expected done") };
+    let Next::Done(enclave_share) = enclave.step(&m2).unwrap() else {
+        panic!("expected done")
+    };
     let device_share = device.finish(&enclave_share.public_key()).unwrap();
     (device_share, enclave_share)
 }
 
-pub(crate) fn run_sign(device: &Arc<KeyShare>, enclave: &Arc<KeyShare>, digest: [u8; 32]) -> Result<Signature, ProtocolError> {
+pub(crate) fn run_sign(
+    device: &Arc<KeyShare>,
+    enclave: &Arc<KeyShare>,
+    digest: [u8; 32],
+) -> Result<Signature, ProtocolError> {
     let (mut d, m0) = DeviceSign::start(device.clone(), digest)?;
     let start = EnclaveSign::parse_start(&m0)?;
     let (mut e, _sid, r0) = EnclaveSign::start(start, enclave.clone())?;
@@ -66,11 +74,13 @@ fn dkg_sign_refresh_recover_end_to_end() {
 
     // Refresh: same key, new generation; old + new cannot sign together.
     let (mut d, m0) = DeviceRefresh::start(device.clone()).unwrap();
-    let (mut e, _sid, r0) = EnclaveRefresh::start(EnclaveRefresh::parse_start(&m0).unwrap(), enclave.clone()).unwrap();
+    let (mut e, _sid, r0) = EnclaveRefresh::start(EnclaveRefresh::parse_start(&m0).unwrap(), enclave).unwrap();
     let m1 = d.receive(&r0).unwrap();
     let Next::Send(r1) = e.step(&m1).unwrap() else { panic!() };
     let m2 = d.receive(&r1).unwrap();
-    let Next::Done(new_enclave) = e.step(&m2).unwrap() else { panic!() };
+    let Next::Done(new_enclave) = e.step(&m2).unwrap() else {
+        panic!()
+    };
     let new_device = d.finish().unwrap();
     assert_eq!(new_device.public_key(), device.public_key());
     assert_ne!(new_device.share_id(), device.share_id());
@@ -87,7 +97,10 @@ fn dkg_sign_refresh_recover_end_to_end() {
     // Old device share fails the recovery check against the new enclave share...
     let m = DeviceRecover::message(&device).unwrap();
     let start = EnclaveRecover::parse_start(&m).unwrap();
-    assert_eq!(EnclaveRecover::verify(&start, &new_enclave).unwrap_err(), ProtocolError::RecoveryFailed);
+    assert_eq!(
+        EnclaveRecover::verify(&start, &new_enclave).unwrap_err(),
+        ProtocolError::RecoveryFailed
+    );
     // ...and the new one passes.
     let m = DeviceRecover::message(&new_device).unwrap();
     EnclaveRecover::verify(&EnclaveRecover::parse_start(&m).unwrap(), &new_enclave).unwrap();
@@ -99,7 +112,10 @@ fn recovery_refuses_another_accounts_share() {
     let (_device_b, enclave_b) = run_dkg();
     let m = DeviceRecover::message(&device_a).unwrap();
     let start = EnclaveRecover::parse_start(&m).unwrap();
-    assert_eq!(EnclaveRecover::verify(&start, &enclave_b).unwrap_err(), ProtocolError::RecoveryFailed);
+    assert_eq!(
+        EnclaveRecover::verify(&start, &enclave_b).unwrap_err(),
+        ProtocolError::RecoveryFailed
+    );
 }
 
 #[test]
@@ -122,18 +138,24 @@ fn replayed_reordered_and_cross_session_messages_are_refused() {
 
     // The start message replayed as a step: wrong step.
     let mut e1b = e1;
-    assert!(matches!(e1b.step(&a0).unwrap_err(), ProtocolError::WrongSession | ProtocolError::WrongStep { .. }));
+    assert!(matches!(
+        e1b.step(&a0).unwrap_err(),
+        ProtocolError::WrongSession | ProtocolError::WrongStep { .. }
+    ));
 
     // Reflecting the enclave's own reply back to it: wrong direction.
     let (_d3, c0) = DeviceSign::start(device.clone(), [3; 32]).unwrap();
-    let (mut e3, _, cr0) = EnclaveSign::start(EnclaveSign::parse_start(&c0).unwrap(), enclave.clone()).unwrap();
+    let (mut e3, _, cr0) = EnclaveSign::start(EnclaveSign::parse_start(&c0).unwrap(), enclave).unwrap();
     assert_eq!(e3.step(&cr0).unwrap_err(), ProtocolError::WrongDirection);
 
     // A sign message sent into a DKG: wrong flow.
-    assert!(matches!(EnclaveDkg::start(&c0).err().unwrap(), ProtocolError::WrongFlow { .. }));
+    assert!(matches!(
+        EnclaveDkg::start(&c0).err().unwrap(),
+        ProtocolError::WrongFlow { .. }
+    ));
 
     // Finishing twice or out of order.
-    let (d4, _) = DeviceSign::start(device.clone(), [4; 32]).unwrap();
+    let (d4, _) = DeviceSign::start(device, [4; 32]).unwrap();
     assert_eq!(d4.finish(&cr0).unwrap_err(), ProtocolError::SessionClosed);
     let _ = (&mut d1, &mut e1b);
 }
@@ -141,7 +163,12 @@ fn replayed_reordered_and_cross_session_messages_are_refused() {
 #[test]
 fn wrong_length_digest_is_refused() {
     let msg = Envelope::seal(
-        Expect { flow: crate::Flow::Sign, direction: Direction::ToEnclave, step: 0, binding: [9; 32] },
+        Expect {
+            flow: crate::Flow::Sign,
+            direction: Direction::ToEnclave,
+            step: 0,
+            binding: [9; 32],
+        },
         &(vec![1u8; 31], ShareId([0; 16])),
     )
     .unwrap();
@@ -176,7 +203,11 @@ fn bit_flipped_and_truncated_messages_are_refused() {
         }
     }
     // Header flips and most payload flips are caught by the enclave itself.
-    assert!(refused_by_enclave >= positions.len() / 2, "{refused_by_enclave} of {}", positions.len());
+    assert!(
+        refused_by_enclave >= positions.len() / 2,
+        "{refused_by_enclave} of {}",
+        positions.len()
+    );
     for cut in [0, 10, sample.len() / 2, sample.len() - 1] {
         let (_, mut e, m1) = fresh();
         assert!(e.step(&m1[..cut]).is_err());
@@ -188,8 +219,8 @@ fn bit_flipped_and_truncated_messages_are_refused() {
 fn tampered_protocol_values_abort() {
     let (device, enclave) = run_dkg();
     let (device, enclave) = (Arc::new(device), Arc::new(enclave));
-    let (mut d, m0) = DeviceSign::start(device.clone(), [6; 32]).unwrap();
-    let (mut e, _, r0) = EnclaveSign::start(EnclaveSign::parse_start(&m0).unwrap(), enclave.clone()).unwrap();
+    let (mut d, m0) = DeviceSign::start(device, [6; 32]).unwrap();
+    let (mut e, _, r0) = EnclaveSign::start(EnclaveSign::parse_start(&m0).unwrap(), enclave).unwrap();
     let m1 = d.receive(&r0).unwrap();
     // Decode, change one scalar of the phase-2 message (psi), re-encode with a valid header.
     let hdr = Envelope::peek(&m1).unwrap();

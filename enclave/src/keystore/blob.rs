@@ -60,7 +60,9 @@ impl FileBlobStore {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), KeystoreError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io("fsync blob directory", e))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io("fsync blob directory", e))
 }
 
 impl BlobStore for FileBlobStore {
@@ -77,7 +79,11 @@ impl BlobStore for FileBlobStore {
         getrandom::fill(&mut suffix).map_err(|_| KeystoreError::Seal("system RNG failed"))?;
         let tmp = self.dir.join(format!(".{id}.{}.tmp", hex::encode(suffix)));
         let result = (|| {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(|e| io("create temp blob", e))?;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(|e| io("create temp blob", e))?;
             f.write_all(blob).map_err(|e| io("write temp blob", e))?;
             f.sync_all().map_err(|e| io("fsync temp blob", e))?;
             drop(f);
@@ -121,7 +127,9 @@ pub struct MemoryBlobStore {
 
 impl MemoryBlobStore {
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<AccountId, Vec<u8>>>, KeystoreError> {
-        self.blobs.lock().map_err(|_| KeystoreError::Io("memory store lock poisoned".into()))
+        self.blobs
+            .lock()
+            .map_err(|_| KeystoreError::Io("memory store lock poisoned".into()))
     }
 }
 

@@ -51,7 +51,12 @@ pub struct Keystore {
 impl Keystore {
     /// A keystore over `store`, sealing with `sealer`.
     pub fn new(store: Arc<dyn BlobStore>, sealer: Sealer) -> Self {
-        Keystore { store, sealer: Arc::new(sealer), cache: RwLock::new(HashMap::new()), write: Mutex::new(()) }
+        Keystore {
+            store,
+            sealer: Arc::new(sealer),
+            cache: RwLock::new(HashMap::new()),
+            write: Mutex::new(()),
+        }
     }
 
     /// Loads an account (from the cache, else unsealing its blob).

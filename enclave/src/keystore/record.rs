@@ -83,12 +83,15 @@ impl StoredAccount {
     }
 
     pub(super) fn decode(id: AccountId, bytes: &[u8]) -> Result<Self, KeystoreError> {
-        let mut enc: Encoded = postcard::from_bytes(bytes).map_err(|_| KeystoreError::Corrupt("record does not decode"))?;
+        let mut enc: Encoded =
+            postcard::from_bytes(bytes).map_err(|_| KeystoreError::Corrupt("record does not decode"))?;
         if enc.version != 1 {
             return Err(KeystoreError::Corrupt("unknown record version"));
         }
         let share = |b: &[u8]| {
-            KeyShare::from_bytes(b).map(Arc::new).map_err(|_| KeystoreError::Corrupt("stored share does not decode"))
+            KeyShare::from_bytes(b)
+                .map(Arc::new)
+                .map_err(|_| KeystoreError::Corrupt("stored share does not decode"))
         };
         let current = share(&enc.current)?;
         let pending = match &enc.pending {

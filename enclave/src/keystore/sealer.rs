@@ -59,8 +59,10 @@ impl Sealer {
                     }
                 }
                 let bytes = Zeroizing::new(bytes);
-                let key: [u8; 32] =
-                    bytes.as_slice().try_into().map_err(|_| KeystoreError::Corrupt("master key file is not 32 bytes"))?;
+                let key: [u8; 32] = bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| KeystoreError::Corrupt("master key file is not 32 bytes"))?;
                 Ok(Sealer::new(Zeroizing::new(key)))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -102,7 +104,13 @@ impl Sealer {
         let cipher = XChaCha20Poly1305::new((&*self.key).into());
         let aad = self.aad(id);
         let ct = cipher
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad: &aad })
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: &aad,
+                },
+            )
             .map_err(|_| KeystoreError::Seal("encryption failed"))?;
         let mut out = Vec::with_capacity(HEADER_LEN + ct.len());
         out.extend_from_slice(MAGIC);
@@ -127,7 +135,13 @@ impl Sealer {
         let cipher = XChaCha20Poly1305::new((&*self.key).into());
         let aad = self.aad(id);
         cipher
-            .decrypt(XNonce::from_slice(&blob[12..HEADER_LEN]), Payload { msg: &blob[HEADER_LEN..], aad: &aad })
+            .decrypt(
+                XNonce::from_slice(&blob[12..HEADER_LEN]),
+                Payload {
+                    msg: &blob[HEADER_LEN..],
+                    aad: &aad,
+                },
+            )
             .map(Zeroizing::new)
             .map_err(|_| KeystoreError::Corrupt("blob does not authenticate (corrupt, or another account's)"))
     }
@@ -154,8 +168,14 @@ mod tests {
         }
         assert!(s.open(&id, &blob[..blob.len() - 1]).is_err());
         let other = AccountId::random().unwrap();
-        assert!(s.open(&other, &blob).is_err(), "a blob copied to another account id must be refused");
-        assert!(sealer(2).open(&id, &blob).is_err(), "another master key must be refused");
+        assert!(
+            s.open(&other, &blob).is_err(),
+            "a blob copied to another account id must be refused"
+        );
+        assert!(
+            sealer(2).open(&id, &blob).is_err(),
+            "another master key must be refused"
+        );
     }
 
     #[test]

@@ -1,0 +1,169 @@
+//! `tandem bench`: signing load against a server, with an in-process baseline measured in
+//! the same run so the numbers are ratios, not absolute times on a noisy machine.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use clap::Args;
+use serde_json::json;
+use tandem_core::KeyShare;
+use tandem_core::engine::{DeviceDkg, DeviceSign, EnclaveDkg, EnclaveSign, Next};
+use tandem_sdk::Client;
+
+use crate::local::LocalEnclave;
+use crate::output::Out;
+
+/// `tandem bench` options.
+#[derive(Args, Debug)]
+pub(crate) struct BenchArgs {
+    /// Signing sessions in flight at once.
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// Total signatures to make.
+    #[arg(long, default_value_t = 100)]
+    requests: usize,
+    /// Start an enclave in this process instead of using --server.
+    #[arg(long)]
+    local: bool,
+    /// In-process signatures (both parties here, no HTTP) to measure as the baseline.
+    #[arg(long, default_value_t = 30)]
+    baseline: usize,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)].as_secs_f64() * 1e3
+}
+
+fn local_pair() -> Result<(Arc<KeyShare>, Arc<KeyShare>)> {
+    let (mut d, m0) = DeviceDkg::start()?;
+    let (mut e, _, r0) = EnclaveDkg::start(&m0)?;
+    let m1 = d.receive(&r0)?;
+    let Next::Send(r1) = e.step(&m1)? else {
+        anyhow::bail!("unexpected DKG end")
+    };
+    let m2 = d.receive(&r1)?;
+    let Next::Done(es) = e.step(&m2)? else {
+        anyhow::bail!("DKG did not finish")
+    };
+    let ds = d.finish(&es.public_key())?;
+    Ok((Arc::new(ds), Arc::new(es)))
+}
+
+fn local_sign(d: &Arc<KeyShare>, e: &Arc<KeyShare>, digest: [u8; 32]) -> Result<()> {
+    let (mut dm, m0) = DeviceSign::start(d.clone(), digest)?;
+    let (mut em, _, r0) = EnclaveSign::start(EnclaveSign::parse_start(&m0)?, e.clone())?;
+    let m1 = dm.receive(&r0)?;
+    let partial = em.step(&m1)?;
+    dm.finish(&partial)?;
+    Ok(())
+}
+
+/// Runs the benchmark.
+pub(crate) async fn run(args: BenchArgs, server: &str, out: Out) -> Result<()> {
+    ensure!(
+        args.concurrency >= 1 && args.requests >= 1,
+        "--concurrency and --requests must be at least 1"
+    );
+    let _local;
+    let url = if args.local {
+        _local = LocalEnclave::start().await?;
+        _local.url.clone()
+    } else {
+        server.to_string()
+    };
+    let client = Client::new(&url)?;
+    client
+        .health()
+        .await
+        .with_context(|| format!("no Tandem server answers at {url}"))?;
+
+    // Baseline: both parties in this process, no HTTP.
+    out.progress(&format!("baseline: {} in-process signatures…", args.baseline));
+    let baseline_ms = tokio::task::spawn_blocking(move || -> Result<f64> {
+        let (d, e) = local_pair()?;
+        local_sign(&d, &e, [1; 32])?; // warm-up
+        let mut times = Vec::with_capacity(args.baseline);
+        for i in 0..args.baseline.max(1) {
+            let t = Instant::now();
+            local_sign(&d, &e, [i as u8; 32])?;
+            times.push(t.elapsed());
+        }
+        times.sort();
+        Ok(percentile(&times, 0.5))
+    })
+    .await??;
+
+    out.progress("creating a bench account (DKG)…");
+    let account = client
+        .create_account(Some("bench"))
+        .await
+        .context("cannot create the bench account")?;
+    client
+        .sign_digest(&account, [0; 32])
+        .await
+        .context("warm-up signature failed")?;
+
+    out.progress(&format!(
+        "signing {} times, {} at a time, against {url}…",
+        args.requests, args.concurrency
+    ));
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..args.concurrency {
+        let (client, account, next) = (client.clone(), account.clone(), next.clone());
+        let total = args.requests;
+        workers.push(tokio::spawn(async move {
+            let mut times = Vec::new();
+            let mut errors = 0usize;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                let mut digest = [0u8; 32];
+                digest[..8].copy_from_slice(&(i as u64).to_be_bytes());
+                let t = Instant::now();
+                match client.sign_digest(&account, digest).await {
+                    Ok(_) => times.push(t.elapsed()),
+                    Err(_) => errors += 1,
+                }
+            }
+            (times, errors)
+        }));
+    }
+    let mut times = Vec::new();
+    let mut errors = 0;
+    for w in workers {
+        let (t, e) = w.await?;
+        times.extend(t);
+        errors += e;
+    }
+    let wall = started.elapsed();
+    times.sort();
+    let p50 = percentile(&times, 0.5);
+    let result = json!({
+        "server": url,
+        "concurrency": args.concurrency,
+        "requests": args.requests,
+        "errors": errors,
+        "p50Ms": round(p50),
+        "p95Ms": round(percentile(&times, 0.95)),
+        "p99Ms": round(percentile(&times, 0.99)),
+        "signsPerSecond": round(times.len() as f64 / wall.as_secs_f64()),
+        "inProcessSignP50Ms": round(baseline_ms),
+        "endToEndOverInProcess": round(p50 / baseline_ms),
+    });
+    out.result(&result);
+    ensure!(errors == 0, "{errors} of {} signatures failed", args.requests);
+    Ok(())
+}
+
+fn round(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}

@@ -1,0 +1,344 @@
+//! `tandem account …` and `tandem sign …`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use alloy_primitives::{Address, B256, Bytes, U256};
+use alloy_signer::Signer;
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use serde_json::json;
+use tandem_sdk::eth::{self, TxKindParams, TxParams};
+use tandem_sdk::{Client, TandemSigner};
+
+use crate::output::Out;
+use crate::wallet::Wallet;
+
+/// `tandem account …`
+#[derive(Subcommand, Debug)]
+pub(crate) enum AccountCmd {
+    /// Create an account: runs distributed key generation with the enclave (a few
+    /// seconds) and stores this device's share in the wallet.
+    Create {
+        /// A name to find the account by later.
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// List the accounts in the wallet.
+    List,
+    /// Show one account, and check the enclave reports the same public key.
+    Show {
+        /// Account id, address or label (optional when the wallet has one account).
+        #[arg(long)]
+        account: Option<String>,
+        /// Do not contact the server.
+        #[arg(long)]
+        offline: bool,
+    },
+}
+
+/// Which account to sign with.
+#[derive(Args, Debug)]
+pub(crate) struct Which {
+    /// Account id, address or label (optional when the wallet has one account).
+    #[arg(long)]
+    account: Option<String>,
+}
+
+/// `tandem sign …`
+#[derive(Subcommand, Debug)]
+pub(crate) enum SignCmd {
+    /// Sign a raw 32-byte hash (0x-prefixed hex). Dangerous for untrusted hashes: a hash
+    /// can be a transaction. Prefer `sign message` or `sign tx`.
+    Hash {
+        #[command(flatten)]
+        which: Which,
+        /// The 32-byte hash, 0x-prefixed hex.
+        hash: String,
+    },
+    /// Sign a message the EIP-191 way (`personal_sign`).
+    Message {
+        #[command(flatten)]
+        which: Which,
+        /// The message (UTF-8 text, or hex with --hex).
+        message: String,
+        /// Treat MESSAGE as 0x-prefixed hex bytes.
+        #[arg(long)]
+        hex: bool,
+    },
+    /// Sign EIP-712 typed data: a JSON file as `eth_signTypedData_v4` takes it.
+    TypedData {
+        #[command(flatten)]
+        which: Which,
+        /// The typed-data JSON file (`-` for stdin).
+        file: PathBuf,
+    },
+    /// Sign a transaction (EIP-1559 by default, `--legacy` for EIP-155 legacy, or
+    /// `--access-list-type` for EIP-2930) and print the raw bytes for eth_sendRawTransaction.
+    Tx(TxArgs),
+}
+
+/// Transaction fields.
+#[derive(Args, Debug)]
+pub(crate) struct TxArgs {
+    #[command(flatten)]
+    which: Which,
+    /// Chain id (1 mainnet, 11155111 Sepolia, 31337 anvil).
+    #[arg(long)]
+    chain_id: u64,
+    /// The sender's nonce.
+    #[arg(long)]
+    nonce: u64,
+    /// Recipient address; omit to deploy a contract from --data.
+    #[arg(long)]
+    to: Option<String>,
+    /// Value in wei.
+    #[arg(long, default_value = "0")]
+    value: String,
+    /// Gas limit.
+    #[arg(long, default_value_t = 21_000)]
+    gas_limit: u64,
+    /// EIP-1559: max fee per gas, wei.
+    #[arg(long, conflicts_with = "gas_price")]
+    max_fee: Option<u128>,
+    /// EIP-1559: max priority fee (tip) per gas, wei.
+    #[arg(long, conflicts_with = "gas_price")]
+    max_priority_fee: Option<u128>,
+    /// Legacy / EIP-2930: gas price, wei.
+    #[arg(long)]
+    gas_price: Option<u128>,
+    /// Build a legacy (type 0, EIP-155) transaction; needs --gas-price.
+    #[arg(long, conflicts_with = "access_list_type")]
+    legacy: bool,
+    /// Build an EIP-2930 (type 1) transaction with an empty access list; needs --gas-price.
+    #[arg(long)]
+    access_list_type: bool,
+    /// Call data, 0x-prefixed hex.
+    #[arg(long, default_value = "0x")]
+    data: String,
+}
+
+fn client(server: &str) -> Result<Client> {
+    Client::new(server).with_context(|| format!("bad --server {server:?}"))
+}
+
+fn parse_hex(what: &str, s: &str) -> Result<Vec<u8>> {
+    let digits = s
+        .strip_prefix("0x")
+        .with_context(|| format!("{what} must be 0x-prefixed hex"))?;
+    hex::decode(digits).with_context(|| format!("{what} is not valid hex"))
+}
+
+fn parse_address(s: &str) -> Result<Address> {
+    tandem_core::Address::parse(s).with_context(|| format!("--to {s:?} is not an address"))?;
+    s.parse().with_context(|| format!("--to {s:?} is not an address"))
+}
+
+/// Runs `tandem account …`.
+pub(crate) async fn account(cmd: AccountCmd, server: &str, wallet_dir: &Path, out: Out) -> Result<()> {
+    let wallet = Wallet::open(wallet_dir)?;
+    match cmd {
+        AccountCmd::Create { label } => {
+            if let Some(l) = &label
+                && wallet.list()?.iter().any(|a| a.label() == Some(l.as_str()))
+            {
+                bail!("an account labelled {l:?} already exists in this wallet");
+            }
+            let client = client(server)?;
+            let started = Instant::now();
+            let account = client
+                .create_account_with_progress(label.as_deref(), |step, what| {
+                    out.progress(&format!(
+                        "  [{step}/4] {what} ({:.1}s)",
+                        started.elapsed().as_secs_f64()
+                    ));
+                })
+                .await
+                .context("account creation failed")?;
+            let path = wallet.save(&account)?;
+            out.result(&json!({
+                "accountId": account.id().to_string(),
+                "address": account.address().to_string(),
+                "publicKey": account.public_key().to_hex(),
+                "label": account.label(),
+                "file": path.display().to_string(),
+                "seconds": (started.elapsed().as_secs_f64() * 100.0).round() / 100.0,
+            }));
+        }
+        AccountCmd::List => {
+            let accounts = wallet.list()?;
+            if out.json {
+                let list: Vec<_> = accounts
+                    .iter()
+                    .map(|a| json!({"accountId": a.id().to_string(), "address": a.address().to_string(), "label": a.label()}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if accounts.is_empty() {
+                println!(
+                    "no accounts in {} (create one with `tandem account create`)",
+                    wallet_dir.display()
+                );
+            } else {
+                for a in accounts {
+                    println!("{}  {}  {}", a.id(), a.address(), a.label().unwrap_or("-"));
+                }
+            }
+        }
+        AccountCmd::Show { account, offline } => {
+            let account = wallet.find(account.as_deref())?;
+            let mut v = json!({
+                "accountId": account.id().to_string(),
+                "address": account.address().to_string(),
+                "publicKey": account.public_key().to_hex(),
+                "label": account.label(),
+            });
+            if !offline {
+                let info = client(server)?
+                    .get_public_key(account.id())
+                    .await
+                    .context("cannot ask the server")?;
+                let same = info.public_key == account.public_key();
+                v["serverAgrees"] = json!(same);
+                if !same {
+                    out.result(&v);
+                    bail!("the server reports another public key for this account");
+                }
+            }
+            out.result(&v);
+        }
+    }
+    Ok(())
+}
+
+/// Runs `tandem sign …`.
+pub(crate) async fn sign(cmd: SignCmd, server: &str, wallet_dir: &Path, out: Out) -> Result<()> {
+    let wallet = Wallet::open(wallet_dir)?;
+    let client = client(server)?;
+    let started = Instant::now();
+    match cmd {
+        SignCmd::Hash { which, hash } => {
+            let bytes = parse_hex("the hash", &hash)?;
+            let digest = B256::try_from(bytes.as_slice())
+                .map_err(|_| anyhow::anyhow!("the hash must be 32 bytes, got {}", bytes.len()))?;
+            let signer = TandemSigner::new(client, wallet.find(which.account.as_deref())?);
+            let sig = signer.sign_hash(&digest).await?;
+            print_sig(out, &signer, digest, &sig, started, json!({}));
+        }
+        SignCmd::Message { which, message, hex } => {
+            let bytes = if hex {
+                parse_hex("the message", &message)?
+            } else {
+                message.into_bytes()
+            };
+            let signer = TandemSigner::new(client, wallet.find(which.account.as_deref())?);
+            let sig = signer.sign_message(&bytes).await?;
+            print_sig(out, &signer, eth::eip191_hash(&bytes), &sig, started, json!({}));
+        }
+        SignCmd::TypedData { which, file } => {
+            let json_text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).context("cannot read stdin")?
+            } else {
+                std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?
+            };
+            let digest = eth::typed_data_hash(&json_text)?;
+            let signer = TandemSigner::new(client, wallet.find(which.account.as_deref())?);
+            let sig = signer.sign_typed_data_json(&json_text).await?;
+            print_sig(out, &signer, digest, &sig, started, json!({}));
+        }
+        SignCmd::Tx(args) => {
+            let params = tx_params(&args)?;
+            let signer = TandemSigner::new(client, wallet.find(args.which.account.as_deref())?)
+                .with_chain_id(Some(params.chain_id));
+            let tx = eth::build_tx(&params);
+            let digest = eth::signing_hash(&tx);
+            let sig = signer.sign_hash(&digest).await?;
+            let raw = eth::encode_signed(tx, sig);
+            let tx_hash = alloy_primitives::keccak256(&raw);
+            print_sig(
+                out,
+                &signer,
+                digest,
+                &sig,
+                started,
+                json!({"raw": format!("0x{}", hex::encode(&raw)), "txHash": tx_hash.to_string()}),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn tx_params(a: &TxArgs) -> Result<TxParams> {
+    let kind = if a.legacy || a.access_list_type {
+        let gas_price = a
+            .gas_price
+            .context("--legacy and --access-list-type need --gas-price")?;
+        if a.legacy {
+            TxKindParams::Legacy { gas_price }
+        } else {
+            TxKindParams::Eip2930 {
+                gas_price,
+                access_list: Default::default(),
+            }
+        }
+    } else {
+        if a.gas_price.is_some() {
+            bail!("--gas-price is for --legacy or --access-list-type; EIP-1559 takes --max-fee and --max-priority-fee");
+        }
+        let max_fee = a
+            .max_fee
+            .context("EIP-1559 needs --max-fee (or pass --legacy --gas-price)")?;
+        let tip = a.max_priority_fee.context("EIP-1559 needs --max-priority-fee")?;
+        if tip > max_fee {
+            bail!("--max-priority-fee ({tip}) cannot exceed --max-fee ({max_fee})");
+        }
+        TxKindParams::Eip1559 {
+            max_fee_per_gas: max_fee,
+            max_priority_fee_per_gas: tip,
+            access_list: Default::default(),
+        }
+    };
+    let to = a.to.as_deref().map(parse_address).transpose()?;
+    let data = Bytes::from(parse_hex("--data", &a.data)?);
+    if to.is_none() && data.is_empty() {
+        bail!("without --to this deploys a contract, which needs --data");
+    }
+    let value = U256::from_str_radix(
+        a.value.trim_start_matches("0x"),
+        if a.value.starts_with("0x") { 16 } else { 10 },
+    )
+    .with_context(|| format!("--value {:?} is not a number of wei", a.value))?;
+    Ok(TxParams {
+        chain_id: a.chain_id,
+        nonce: a.nonce,
+        to,
+        value,
+        gas_limit: a.gas_limit,
+        kind,
+        data,
+    })
+}
+
+fn print_sig(
+    out: Out,
+    signer: &TandemSigner,
+    digest: B256,
+    sig: &alloy_primitives::Signature,
+    started: Instant,
+    extra: serde_json::Value,
+) {
+    let mut v = json!({
+        "account": signer.account().id().to_string(),
+        "address": signer.address().to_string(),
+        "digest": digest.to_string(),
+        "signature": format!("0x{}", hex::encode(sig.as_bytes())),
+        "r": format!("{:#066x}", sig.r()),
+        "s": format!("{:#066x}", sig.s()),
+        "v": 27 + u8::from(sig.v()),
+        "verified": true,
+        "ms": started.elapsed().as_millis() as u64,
+    });
+    if let (Some(obj), serde_json::Value::Object(more)) = (v.as_object_mut(), extra) {
+        obj.extend(more);
+    }
+    out.result(&v);
+}

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs and runs all of it: formatting, lints, and every test
+# (unit, handler, cross-process, adversarial, and the real-chain test against anvil).
+#
+# Usage: ./scripts/test.sh            # everything
+#        ./scripts/test.sh --quick    # skip fmt/clippy, just the tests
+#
+# What it installs (idempotent, cached under .tools/):
+#   - anvil (Foundry's local Ethereum node) from the npm registry, for the chain test.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+QUICK=0
+for arg in "$@"; do
+  case "$arg" in
+    --quick) QUICK=1 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# --- anvil ------------------------------------------------------------------------------
+ANVIL="$ROOT/.tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
+if [ -n "${TANDEM_ANVIL:-}" ] && [ -x "${TANDEM_ANVIL}" ]; then
+  ANVIL="$TANDEM_ANVIL"
+elif [ ! -x "$ANVIL" ]; then
+  step "installing anvil from the npm registry into .tools/"
+  command -v npm >/dev/null || { echo "npm is required to install anvil (apt-get install nodejs npm)" >&2; exit 1; }
+  mkdir -p "$ROOT/.tools"
+  (cd "$ROOT/.tools" && npm install --no-audit --no-fund --loglevel=error @foundry-rs/anvil-linux-amd64 >/dev/null)
+fi
+"$ANVIL" --version | head -1
+export TANDEM_ANVIL="$ANVIL"
+
+# --- static checks ----------------------------------------------------------------------
+if [ "$QUICK" = 0 ]; then
+  step "cargo fmt --check"
+  cargo fmt --all --check
+  step "cargo clippy (all targets, warnings are errors)"
+  cargo clippy --workspace --all-targets --locked -- -D warnings
+fi
+
+# --- tests ------------------------------------------------------------------------------
+step "tests (cargo nextest if present, else cargo test)"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+  # nextest does not run doctests.
+  cargo test --workspace --locked --doc
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
