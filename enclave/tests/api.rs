@@ -201,8 +201,16 @@ async fn create_sign_recover_refresh_over_the_api() {
     let _abandoned = h.sign_start(&account, &new_share, [11; 32]).await;
     // A second refresh before the first is confirmed is refused.
     let (_, m0) = DeviceRefresh::start(new_share.clone()).unwrap();
-    let (status, v) = h.post("/v1/refresh/start", json!({"accountId": account, "clientMessage": b64(&m0)})).await;
-    assert_eq!((status, code(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "MPC_INVALID_SHARE"));
+    let (status, v) = h
+        .post(
+            "/v1/refresh/start",
+            json!({"accountId": account, "clientMessage": b64(&m0)}),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "MPC_INVALID_SHARE")
+    );
     let old = h.sign(&account, &share, [8; 32]).await;
     assert!(old.is_ok(), "old share works until the new one is used: {old:?}");
     h.sign(&account, &new_share, [9; 32])

@@ -1,0 +1,225 @@
+//! Black-box tests of the `tandem` binary against an enclave on a loopback port.
+#![allow(clippy::unwrap_used)] // test helpers unwrap: a panic is a failed test
+
+use std::path::Path;
+
+use alloy_consensus::transaction::SignerRecoverable;
+use alloy_consensus::{Transaction as _, TxEnvelope};
+use alloy_eips::eip2718::Decodable2718;
+use alloy_primitives::{Address, B256, Signature};
+use serde_json::Value;
+use tandem_enclave::config::Config;
+use tandem_enclave::server::{Listener, Server, run};
+use tokio_util::sync::CancellationToken;
+
+struct Env {
+    url: String,
+    wallet: tempfile::TempDir,
+    _data: tempfile::TempDir,
+    stop: CancellationToken,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn env() -> Env {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::open(&Config::mock(data.path())).unwrap();
+    let listener = Listener::bind(&"tcp://127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let url = format!("http://{}", listener.local_addr());
+    let stop = CancellationToken::new();
+    tokio::spawn(run(server, listener, stop.clone()));
+    Env {
+        url,
+        wallet: tempfile::tempdir().unwrap(),
+        _data: data,
+        stop,
+    }
+}
+
+/// Runs `tandem --server … --wallet … --json ARGS`; returns (success, stdout JSON, stderr).
+async fn tandem(env: &Env, args: &[&str]) -> (bool, Value, String) {
+    run_in(env, env.wallet.path(), args).await
+}
+
+async fn run_in(env: &Env, wallet: &Path, args: &[&str]) -> (bool, Value, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["--server", &env.url, "--wallet", wallet.to_str().unwrap(), "--json"])
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let value = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+    (
+        out.status.success(),
+        value,
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn sig(v: &Value) -> Signature {
+    let hex_sig = v["signature"].as_str().unwrap();
+    Signature::try_from(hex::decode(&hex_sig[2..]).unwrap().as_slice()).unwrap()
+}
+
+const MAIL: &str = r#"{"types":{"EIP712Domain":[{"name":"name","type":"string"},{"name":"version","type":"string"},{"name":"chainId","type":"uint256"},{"name":"verifyingContract","type":"address"}],"Person":[{"name":"name","type":"string"},{"name":"wallet","type":"address"}],"Mail":[{"name":"from","type":"Person"},{"name":"to","type":"Person"},{"name":"contents","type":"string"}]},"primaryType":"Mail","domain":{"name":"Ether Mail","version":"1","chainId":1,"verifyingContract":"0xCcCCccccCCCCcCCCCCCcCcCccCcCCCcCcccccccC"},"message":{"from":{"name":"Cow","wallet":"0xCD2a3d9F938E13CD947Ec05AbC7FE734Df8DD826"},"to":{"name":"Bob","wallet":"0xbBbBBBBbbBBBbbbBbbBbbbbBBbBbbbbBbBbbBBbB"},"contents":"Hello, Bob!"}}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_and_sign_commands_end_to_end() {
+    let env = env().await;
+    let (ok, created, err) = tandem(&env, &["account", "create", "--label", "alice"]).await;
+    assert!(ok, "{err}");
+    let address: Address = created["address"].as_str().unwrap().parse().unwrap();
+    let id = created["accountId"].as_str().unwrap().to_string();
+
+    // A second account with the same label is refused; list and show agree.
+    let (ok, _, _) = tandem(&env, &["account", "create", "--label", "alice"]).await;
+    assert!(!ok);
+    let (ok, list, _) = tandem(&env, &["account", "list"]).await;
+    assert!(ok);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let (ok, shown, err) = tandem(&env, &["account", "show", "--account", "alice"]).await;
+    assert!(ok, "{err}");
+    assert_eq!(shown["serverAgrees"], true);
+    assert_eq!(shown["accountId"], id.as_str());
+
+    // The wallet file is private.
+    use std::os::unix::fs::PermissionsExt;
+    let file = env.wallet.path().join(format!("{id}.json"));
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+
+    // sign hash
+    let digest = B256::repeat_byte(0x42);
+    let (ok, v, err) = tandem(&env, &["sign", "hash", &digest.to_string()]).await;
+    assert!(ok, "{err}");
+    assert_eq!(sig(&v).recover_address_from_prehash(&digest).unwrap(), address);
+
+    // sign message
+    let (ok, v, err) = tandem(&env, &["sign", "message", "--account", &address.to_string(), "hello"]).await;
+    assert!(ok, "{err}");
+    assert_eq!(sig(&v).recover_address_from_msg("hello").unwrap(), address);
+
+    // sign typed-data: the digest is the EIP's own.
+    let mail = env.wallet.path().join("..").join(format!("mail-{id}.json"));
+    std::fs::write(&mail, MAIL).unwrap();
+    let (ok, v, err) = tandem(&env, &["sign", "typed-data", mail.to_str().unwrap()]).await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        v["digest"],
+        "0xbe609aee343fb3c4b28e1df9e632fca64fcfaede20f02e86244efddf30957bd2"
+    );
+    let d: B256 = v["digest"].as_str().unwrap().parse().unwrap();
+    assert_eq!(sig(&v).recover_address_from_prehash(&d).unwrap(), address);
+    std::fs::remove_file(&mail).unwrap();
+
+    // sign tx: legacy (EIP-155) and EIP-1559; the raw bytes decode and recover the account.
+    for extra in [
+        &["--legacy", "--gas-price", "20000000000"][..],
+        &["--max-fee", "30000000000", "--max-priority-fee", "1000000000"][..],
+    ] {
+        let mut args = vec![
+            "sign",
+            "tx",
+            "--chain-id",
+            "1",
+            "--nonce",
+            "9",
+            "--to",
+            "0x3535353535353535353535353535353535353535",
+            "--value",
+            "1000000000000000000",
+        ];
+        args.extend_from_slice(extra);
+        let (ok, v, err) = tandem(&env, &args).await;
+        assert!(ok, "{err}");
+        let raw = hex::decode(&v["raw"].as_str().unwrap()[2..]).unwrap();
+        let tx = TxEnvelope::decode_2718(&mut raw.as_slice()).unwrap();
+        assert_eq!(tx.recover_signer().unwrap(), address);
+        assert_eq!(tx.chain_id(), Some(1));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_errors_and_a_failure_status() {
+    let env = env().await;
+    let (ok, v, _) = tandem(&env, &["sign", "hash", "0x1234"]).await;
+    assert!(!ok);
+    // With no account yet, the wallet says so before the hash is even used.
+    assert!(v["error"].as_str().unwrap().contains("32 bytes") || v["error"].as_str().unwrap().contains("no accounts"));
+    let (ok, _, err) = tandem(&env, &["account", "create"]).await;
+    assert!(ok, "{err}");
+    let (ok, v, _) = tandem(&env, &["sign", "hash", "0x1234"]).await;
+    assert!(!ok);
+    assert!(v["error"].as_str().unwrap().contains("32 bytes"), "{v}");
+    let (ok, v, _) = tandem(&env, &["sign", "hash", "--account", "nobody", &B256::ZERO.to_string()]).await;
+    assert!(!ok);
+    assert!(v["error"].as_str().unwrap().contains("no account matches"), "{v}");
+    let (ok, v, _) = tandem(
+        &env,
+        &[
+            "sign",
+            "tx",
+            "--chain-id",
+            "1",
+            "--nonce",
+            "0",
+            "--to",
+            "0x3535353535353535353535353535353535353535",
+        ],
+    )
+    .await;
+    assert!(!ok);
+    assert!(v["error"].as_str().unwrap().contains("--max-fee"), "{v}");
+    let (ok, v, _) = tandem(
+        &env,
+        &[
+            "sign",
+            "tx",
+            "--chain-id",
+            "1",
+            "--nonce",
+            "0",
+            "--to",
+            "0xnot",
+            "--legacy",
+            "--gas-price",
+            "1",
+        ],
+    )
+    .await;
+    assert!(!ok);
+    assert!(v["error"].as_str().unwrap().contains("not an address"), "{v}");
+
+    // A server that is down is reported as such.
+    let down = Env {
+        url: "http://127.0.0.1:1".into(),
+        wallet: tempfile::tempdir().unwrap(),
+        _data: tempfile::tempdir().unwrap(),
+        stop: CancellationToken::new(),
+    };
+    let (ok, v, _) = tandem(&down, &["account", "create"]).await;
+    assert!(!ok);
+    assert!(v["error"].as_str().unwrap().contains("cannot reach the server"), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_runs_and_verifies() {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["demo", "--json"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verified"], true);
+    let raw = hex::decode(&v["rawTransaction"].as_str().unwrap()[2..]).unwrap();
+    let tx = TxEnvelope::decode_2718(&mut raw.as_slice()).unwrap();
+    assert_eq!(
+        tx.recover_signer().unwrap(),
+        v["address"].as_str().unwrap().parse::<Address>().unwrap()
+    );
+}
