@@ -174,6 +174,17 @@ pub enum ProtocolError {
     /// The assembled signature did not verify against the account's public key.
     #[error("assembled signature does not verify")]
     SignatureInvalid,
+    /// A sealed payload does not open: tampered, replayed into another session or step,
+    /// or reflected back. The session is aborted.
+    #[error("sealed payload does not authenticate (tampered, replayed or misdirected)")]
+    SealedPayloadInvalid,
+    /// The payload was sealed to a channel key the enclave no longer has (it restarted):
+    /// fetch and verify a new attestation, then start the flow again.
+    #[error("the enclave's channel key changed; fetch a new attestation and retry")]
+    ChannelKeyChanged,
+    /// The device's authorization is missing, invalid, stale or replayed.
+    #[error("device authorization failed: {0}")]
+    Unauthorized(&'static str),
     /// An invariant of our own code failed: a bug, never the peer's fault.
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -196,6 +207,9 @@ impl ProtocolError {
             ProtocolError::InvalidShare(_) => ErrorCode::MpcInvalidShare,
             ProtocolError::RecoveryFailed => ErrorCode::RecoveryFailed,
             ProtocolError::SignatureInvalid => ErrorCode::SigningError,
+            ProtocolError::SealedPayloadInvalid => ErrorCode::InvalidRequest,
+            ProtocolError::ChannelKeyChanged => ErrorCode::AttestationError,
+            ProtocolError::Unauthorized(_) => ErrorCode::Unauthorized,
             ProtocolError::Internal(_) => ErrorCode::InternalError,
         }
     }

@@ -23,6 +23,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod attestation;
+pub mod auth;
+pub mod channel;
 pub mod engine;
 pub mod error;
 pub mod eth;

@@ -1,0 +1,259 @@
+//! The end-to-end channel between the device and the enclave (DESIGN.md §5).
+//!
+//! TLS ends at the parent proxy, outside the enclave, so every protocol payload is sealed
+//! here, end to end, with HPKE (RFC 9180; X25519-HKDF-SHA256, HKDF-SHA256,
+//! ChaCha20-Poly1305, base mode) to the enclave's channel key — an X25519 key the enclave
+//! makes at boot, keeps only in memory, and publishes in its attestation document.
+//!
+//! ```text
+//!  first clientMessage = key id (8) ‖ enc (32) ‖ HPKE ciphertext      (opens a context)
+//!  later clientMessage =                          HPKE ciphertext      (same context, next seq)
+//!  serverMessage       = ChaCha20-Poly1305 under export("tandem/v1/response"), nonce = step
+//!  associated data     = "tandem/v1/channel" ‖ flow ‖ direction ‖ step ‖ enc
+//! ```
+//!
+//! One HPKE context per session: a payload replayed into another session does not open
+//! (another key), nor into another step or direction of the same session (the step and
+//! direction are associated data; HPKE's sequence number also advances per message). The
+//! key id lets the enclave tell "sealed to a key I no longer have" (it restarted: fetch a
+//! new attestation) from tampering.
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305 as ResponseAead, Nonce};
+use hpke::aead::{AeadCtxR, AeadCtxS, ChaCha20Poly1305};
+use hpke::kdf::HkdfSha256;
+use hpke::kem::X25519HkdfSha256;
+use hpke::{Deserializable, Kem as _, OpModeR, OpModeS, Serializable};
+use rand_core::TryRngCore;
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::error::ProtocolError;
+use crate::message::Flow;
+
+type Kem = X25519HkdfSha256;
+
+/// Length of a channel public key (X25519).
+pub const CHANNEL_KEY_LEN: usize = 32;
+const KEY_ID_LEN: usize = 8;
+const ENC_LEN: usize = 32;
+
+/// A short identifier of a channel public key: the first 8 bytes of its SHA-256.
+pub fn key_id(public_key: &[u8; CHANNEL_KEY_LEN]) -> [u8; KEY_ID_LEN] {
+    let d = Sha256::digest([&b"tandem/v1/channel-key"[..], &public_key[..]].concat());
+    let mut out = [0u8; KEY_ID_LEN];
+    out.copy_from_slice(&d[..KEY_ID_LEN]);
+    out
+}
+
+fn info(flow: Flow) -> Vec<u8> {
+    let mut v = b"tandem/v1/channel".to_vec();
+    v.push(flow as u8);
+    v
+}
+
+fn aad(flow: Flow, to_device: bool, step: u8, enc: &[u8; ENC_LEN]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(64);
+    v.extend_from_slice(b"tandem/v1/channel");
+    v.push(flow as u8);
+    v.push(u8::from(to_device));
+    v.push(step);
+    v.extend_from_slice(enc);
+    v
+}
+
+fn rng() -> rand_core::UnwrapErr<rand_core::OsRng> {
+    rand_core::OsRng.unwrap_err()
+}
+
+fn invalid() -> ProtocolError {
+    ProtocolError::SealedPayloadInvalid
+}
+
+fn response_key(export: impl FnOnce(&[u8], &mut [u8]) -> Result<(), hpke::HpkeError>) -> Result<Zeroizing<[u8; 32]>, ProtocolError> {
+    let mut key = Zeroizing::new([0u8; 32]);
+    export(b"tandem/v1/response", &mut key[..]).map_err(|_| ProtocolError::Internal("HPKE export failed"))?;
+    Ok(key)
+}
+
+fn response_nonce(step: u8) -> Nonce {
+    let mut n = [0u8; 12];
+    n[11] = step;
+    Nonce::from(n)
+}
+
+/// The enclave's channel key pair: made at boot, held only in memory, never persisted.
+pub struct ChannelKeypair {
+    secret: <Kem as hpke::Kem>::PrivateKey,
+    public: [u8; CHANNEL_KEY_LEN],
+}
+
+impl ChannelKeypair {
+    /// A fresh key pair from the OS RNG.
+    pub fn generate() -> Self {
+        let (secret, public) = Kem::gen_keypair(&mut rng());
+        let mut bytes = [0u8; CHANNEL_KEY_LEN];
+        bytes.copy_from_slice(&public.to_bytes());
+        ChannelKeypair { secret, public: bytes }
+    }
+
+    /// The public key, as published in the attestation document.
+    pub fn public_key(&self) -> [u8; CHANNEL_KEY_LEN] {
+        self.public
+    }
+}
+
+impl std::fmt::Debug for ChannelKeypair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ChannelKeypair(public {})", hex::encode(self.public))
+    }
+}
+
+/// The device's end of one session's channel.
+pub struct ClientChannel {
+    flow: Flow,
+    enc: [u8; ENC_LEN],
+    ctx: AeadCtxS<ChaCha20Poly1305, HkdfSha256, Kem>,
+    response_key: Zeroizing<[u8; 32]>,
+}
+
+impl ClientChannel {
+    /// Opens a channel to the enclave key `enclave_key` (taken from a verified attestation
+    /// document) and seals the first message (step 0). Returns the channel and the wire bytes.
+    pub fn seal_first(
+        enclave_key: &[u8; CHANNEL_KEY_LEN],
+        flow: Flow,
+        plaintext: &[u8],
+    ) -> Result<(Self, Vec<u8>), ProtocolError> {
+        let pk = <Kem as hpke::Kem>::PublicKey::from_bytes(enclave_key)
+            .map_err(|_| ProtocolError::InvalidField("enclave channel key"))?;
+        let (encapped, mut ctx) =
+            hpke::setup_sender::<ChaCha20Poly1305, HkdfSha256, Kem, _>(&OpModeS::Base, &pk, &info(flow), &mut rng())
+                .map_err(|_| ProtocolError::Internal("HPKE setup failed"))?;
+        let mut enc = [0u8; ENC_LEN];
+        enc.copy_from_slice(&encapped.to_bytes());
+        let ct = ctx.seal(plaintext, &aad(flow, false, 0, &enc)).map_err(|_| ProtocolError::Internal("HPKE seal failed"))?;
+        let response_key = response_key(|i, o| ctx.export(i, o))?;
+        let mut wire = Vec::with_capacity(KEY_ID_LEN + ENC_LEN + ct.len());
+        wire.extend_from_slice(&key_id(enclave_key));
+        wire.extend_from_slice(&enc);
+        wire.extend_from_slice(&ct);
+        Ok((ClientChannel { flow, enc, ctx, response_key }, wire))
+    }
+
+    /// Seals the device's message of `step` (1, 2, …).
+    pub fn seal(&mut self, step: u8, plaintext: &[u8]) -> Result<Vec<u8>, ProtocolError> {
+        self.ctx
+            .seal(plaintext, &aad(self.flow, false, step, &self.enc))
+            .map_err(|_| ProtocolError::Internal("HPKE seal failed"))
+    }
+
+    /// Opens the enclave's answer to `step`.
+    pub fn open(&self, step: u8, wire: &[u8]) -> Result<Zeroizing<Vec<u8>>, ProtocolError> {
+        let cipher = ResponseAead::new((&*self.response_key).into());
+        cipher
+            .decrypt(&response_nonce(step), Payload { msg: wire, aad: &aad(self.flow, true, step, &self.enc) })
+            .map(Zeroizing::new)
+            .map_err(|_| invalid())
+    }
+}
+
+/// The enclave's end of one session's channel.
+pub struct EnclaveChannel {
+    flow: Flow,
+    enc: [u8; ENC_LEN],
+    ctx: AeadCtxR<ChaCha20Poly1305, HkdfSha256, Kem>,
+    response_key: Zeroizing<[u8; 32]>,
+}
+
+impl EnclaveChannel {
+    /// Opens the device's first message of a flow.
+    pub fn open_first(
+        keys: &ChannelKeypair,
+        flow: Flow,
+        wire: &[u8],
+    ) -> Result<(Self, Zeroizing<Vec<u8>>), ProtocolError> {
+        if wire.len() < KEY_ID_LEN + ENC_LEN {
+            return Err(ProtocolError::Malformed("sealed message shorter than its header"));
+        }
+        if wire[..KEY_ID_LEN] != key_id(&keys.public) {
+            return Err(ProtocolError::ChannelKeyChanged);
+        }
+        let mut enc = [0u8; ENC_LEN];
+        enc.copy_from_slice(&wire[KEY_ID_LEN..KEY_ID_LEN + ENC_LEN]);
+        let encapped = <Kem as hpke::Kem>::EncappedKey::from_bytes(&enc).map_err(|_| invalid())?;
+        let mut ctx = hpke::setup_receiver::<ChaCha20Poly1305, HkdfSha256, Kem>(
+            &OpModeR::Base,
+            &keys.secret,
+            &encapped,
+            &info(flow),
+        )
+        .map_err(|_| invalid())?;
+        let plaintext = ctx
+            .open(&wire[KEY_ID_LEN + ENC_LEN..], &aad(flow, false, 0, &enc))
+            .map(Zeroizing::new)
+            .map_err(|_| invalid())?;
+        let response_key = response_key(|i, o| ctx.export(i, o))?;
+        Ok((EnclaveChannel { flow, enc, ctx, response_key }, plaintext))
+    }
+
+    /// Opens the device's message of `step` (1, 2, …).
+    pub fn open(&mut self, step: u8, wire: &[u8]) -> Result<Zeroizing<Vec<u8>>, ProtocolError> {
+        self.ctx.open(wire, &aad(self.flow, false, step, &self.enc)).map(Zeroizing::new).map_err(|_| invalid())
+    }
+
+    /// Seals the enclave's answer to `step`.
+    pub fn seal(&self, step: u8, plaintext: &[u8]) -> Result<Vec<u8>, ProtocolError> {
+        let cipher = ResponseAead::new((&*self.response_key).into());
+        cipher
+            .encrypt(&response_nonce(step), Payload { msg: plaintext, aad: &aad(self.flow, true, step, &self.enc) })
+            .map_err(|_| ProtocolError::Internal("response seal failed"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_every_misuse_fails() {
+        let keys = ChannelKeypair::generate();
+        let pk = keys.public_key();
+        let (mut client, first) = ClientChannel::seal_first(&pk, Flow::Sign, b"hello").unwrap();
+        let (mut enclave, pt) = EnclaveChannel::open_first(&keys, Flow::Sign, &first).unwrap();
+        assert_eq!(&pt[..], b"hello");
+
+        let r0 = enclave.seal(0, b"reply 0").unwrap();
+        assert_eq!(&client.open(0, &r0).unwrap()[..], b"reply 0");
+        // The reply of step 0 is not the reply of step 1.
+        assert_eq!(client.open(1, &r0).unwrap_err(), ProtocolError::SealedPayloadInvalid);
+
+        let m1 = client.seal(1, b"step 1").unwrap();
+        // Reflecting the enclave's own message back fails.
+        assert!(enclave.open(1, &r0).is_err());
+        let (mut enclave2, _) = EnclaveChannel::open_first(&keys, Flow::Sign, &first).unwrap();
+        assert_eq!(&enclave2.open(1, &m1).unwrap()[..], b"step 1");
+        // Replayed as step 2 of the same session: fails.
+        let (mut enclave3, _) = EnclaveChannel::open_first(&keys, Flow::Sign, &first).unwrap();
+        assert!(enclave3.open(2, &m1).is_err());
+        // Into another session: fails.
+        let (_c2, other_first) = ClientChannel::seal_first(&pk, Flow::Sign, b"x").unwrap();
+        let (mut other, _) = EnclaveChannel::open_first(&keys, Flow::Sign, &other_first).unwrap();
+        assert!(other.open(1, &m1).is_err());
+        // Another flow's context: fails.
+        assert!(EnclaveChannel::open_first(&keys, Flow::Dkg, &first).is_err());
+        // Tampering anywhere in the first message fails.
+        for i in 0..first.len() {
+            let mut bad = first.clone();
+            bad[i] ^= 1;
+            assert!(EnclaveChannel::open_first(&keys, Flow::Sign, &bad).is_err(), "flip at {i}");
+        }
+        // A restarted enclave (new key) reports the key change, distinctly.
+        let restarted = ChannelKeypair::generate();
+        assert_eq!(
+            EnclaveChannel::open_first(&restarted, Flow::Sign, &first).err().unwrap(),
+            ProtocolError::ChannelKeyChanged
+        );
+        let _ = &mut client;
+    }
+}
