@@ -9,8 +9,8 @@ use clap::Args;
 use serde_json::json;
 use tandem_core::KeyShare;
 use tandem_core::engine::{DeviceDkg, DeviceSign, EnclaveDkg, EnclaveSign, Next};
-use tandem_sdk::Client;
 
+use crate::conn::Conn;
 use crate::local::LocalEnclave;
 use crate::output::Out;
 
@@ -64,19 +64,18 @@ fn local_sign(d: &Arc<KeyShare>, e: &Arc<KeyShare>, digest: [u8; 32]) -> Result<
 }
 
 /// Runs the benchmark.
-pub(crate) async fn run(args: BenchArgs, server: &str, out: Out) -> Result<()> {
+pub(crate) async fn run(args: BenchArgs, conn: &Conn, out: Out) -> Result<()> {
     ensure!(
         args.concurrency >= 1 && args.requests >= 1,
         "--concurrency and --requests must be at least 1"
     );
     let _local;
-    let url = if args.local {
+    let (url, client) = if args.local {
         _local = LocalEnclave::start().await?;
-        _local.url.clone()
+        (_local.url.clone(), _local.client()?)
     } else {
-        server.to_string()
+        (conn.server.clone(), conn.client()?)
     };
-    let client = Client::new(&url)?;
     client
         .health()
         .await

@@ -1,6 +1,6 @@
 //! `tandem account …` and `tandem sign …`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use alloy_primitives::{Address, B256, Bytes, U256};
@@ -8,9 +8,10 @@ use alloy_signer::Signer;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::json;
+use tandem_sdk::TandemSigner;
 use tandem_sdk::eth::{self, TxKindParams, TxParams};
-use tandem_sdk::{Client, TandemSigner};
 
+use crate::conn::Conn;
 use crate::output::Out;
 use crate::wallet::Wallet;
 
@@ -118,10 +119,6 @@ pub(crate) struct TxArgs {
     data: String,
 }
 
-fn client(server: &str) -> Result<Client> {
-    Client::new(server).with_context(|| format!("bad --server {server:?}"))
-}
-
 fn parse_hex(what: &str, s: &str) -> Result<Vec<u8>> {
     let digits = s
         .strip_prefix("0x")
@@ -135,7 +132,8 @@ fn parse_address(s: &str) -> Result<Address> {
 }
 
 /// Runs `tandem account …`.
-pub(crate) async fn account(cmd: AccountCmd, server: &str, wallet_dir: &Path, out: Out) -> Result<()> {
+pub(crate) async fn account(cmd: AccountCmd, conn: &Conn, out: Out) -> Result<()> {
+    let wallet_dir = conn.wallet.as_path();
     let wallet = Wallet::open(wallet_dir)?;
     match cmd {
         AccountCmd::Create { label } => {
@@ -144,7 +142,7 @@ pub(crate) async fn account(cmd: AccountCmd, server: &str, wallet_dir: &Path, ou
             {
                 bail!("an account labelled {l:?} already exists in this wallet");
             }
-            let client = client(server)?;
+            let client = conn.client()?;
             let started = Instant::now();
             let account = client
                 .create_account_with_progress(label.as_deref(), |step, what| {
@@ -193,7 +191,8 @@ pub(crate) async fn account(cmd: AccountCmd, server: &str, wallet_dir: &Path, ou
                 "label": account.label(),
             });
             if !offline {
-                let info = client(server)?
+                let info = conn
+                    .client()?
                     .get_public_key(account.id())
                     .await
                     .context("cannot ask the server")?;
@@ -211,9 +210,9 @@ pub(crate) async fn account(cmd: AccountCmd, server: &str, wallet_dir: &Path, ou
 }
 
 /// Runs `tandem sign …`.
-pub(crate) async fn sign(cmd: SignCmd, server: &str, wallet_dir: &Path, out: Out) -> Result<()> {
-    let wallet = Wallet::open(wallet_dir)?;
-    let client = client(server)?;
+pub(crate) async fn sign(cmd: SignCmd, conn: &Conn, out: Out) -> Result<()> {
+    let wallet = Wallet::open(&conn.wallet)?;
+    let client = conn.client()?;
     let started = Instant::now();
     match cmd {
         SignCmd::Hash { which, hash } => {

@@ -10,8 +10,8 @@ use alloy_signer::Signer;
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 use serde_json::json;
+use tandem_sdk::TandemSigner;
 use tandem_sdk::eth::{self, TxKindParams, TxParams};
-use tandem_sdk::{Client, TandemSigner};
 
 use crate::local::LocalEnclave;
 use crate::output::Out;
@@ -35,7 +35,7 @@ pub(crate) async fn run(args: DemoArgs, out: Out) -> Result<()> {
 
     let t = Instant::now();
     let enclave = LocalEnclave::start().await?;
-    let client = Client::new(&enclave.url)?;
+    let client = enclave.client()?;
     let health = client.health().await.context("the enclave does not answer")?;
     ensure!(health.mock_mode, "expected a mock-mode enclave");
     step(

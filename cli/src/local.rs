@@ -10,6 +10,8 @@ use tokio_util::sync::CancellationToken;
 pub(crate) struct LocalEnclave {
     /// `http://127.0.0.1:PORT`
     pub(crate) url: String,
+    /// The enclave's development attestation root (PEM), which its clients must trust.
+    pub(crate) dev_root_pem: String,
     stop: CancellationToken,
     _dir: tempfile::TempDir,
 }
@@ -25,6 +27,10 @@ impl LocalEnclave {
         let addr: ListenAddr = "tcp://127.0.0.1:0".parse().map_err(anyhow::Error::msg)?;
         let listener = Listener::bind(&addr).await.context("cannot bind a loopback port")?;
         let url = format!("http://{}", listener.local_addr());
+        let dev_root_pem = match server.dev_root_pem() {
+            Some(p) => std::fs::read_to_string(p).context("cannot read the development root")?,
+            None => anyhow::bail!("the local enclave has no development root"),
+        };
         let stop = CancellationToken::new();
         let token = stop.clone();
         tokio::spawn(async move {
@@ -32,12 +38,25 @@ impl LocalEnclave {
                 tracing::error!(error = %e, "in-process enclave stopped");
             }
         });
-        Ok(LocalEnclave { url, stop, _dir: dir })
+        Ok(LocalEnclave {
+            url,
+            dev_root_pem,
+            stop,
+            _dir: dir,
+        })
     }
 }
 
 impl Drop for LocalEnclave {
     fn drop(&mut self) {
         self.stop.cancel();
+    }
+}
+
+impl LocalEnclave {
+    /// A client of this enclave that trusts its development root (and nothing else).
+    pub(crate) fn client(&self) -> Result<tandem_sdk::Client> {
+        let policy = tandem_sdk::attestation::AttestationPolicy::nitro().danger_allow_mock(&self.dev_root_pem)?;
+        Ok(tandem_sdk::Client::builder(&self.url).attestation(policy).build()?)
     }
 }

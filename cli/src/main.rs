@@ -3,8 +3,10 @@
 //! Every account is a 2-of-2 key: this CLI holds the device share (in the wallet
 //! directory), the enclave holds the other; signatures need both.
 
+mod attestation;
 mod bench;
 mod commands;
+mod conn;
 mod demo;
 mod local;
 mod output;
@@ -51,6 +53,10 @@ struct Global {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// DANGER: trust a mock-mode enclave whose development attestation root is this PEM
+    /// file (the enclave prints its path at startup). Never for real funds.
+    #[arg(long, global = true, env = "TANDEM_MOCK_ROOT")]
+    mock_root: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -58,6 +64,9 @@ enum Command {
     /// Create, list and show accounts.
     #[command(subcommand)]
     Account(commands::AccountCmd),
+    /// Verify attestation documents, offline or from a live enclave.
+    #[command(subcommand)]
+    Attestation(attestation::AttestationCmd),
     /// Sign a hash, a message, typed data or a transaction.
     #[command(subcommand)]
     Sign(commands::SignCmd),
@@ -92,17 +101,23 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let wallet_dir = cli.global.wallet.clone().unwrap_or_else(default_wallet);
+    let conn = conn::Conn {
+        server: cli.global.server.clone(),
+        wallet: cli.global.wallet.clone().unwrap_or_else(default_wallet),
+        mock_root: cli.global.mock_root.clone(),
+    };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Account(cmd) => commands::account(cmd, &cli.global.server, &wallet_dir, out).await,
-            Command::Sign(cmd) => commands::sign(cmd, &cli.global.server, &wallet_dir, out).await,
+            Command::Account(cmd) => commands::account(cmd, &conn, out).await,
+            Command::Attestation(cmd) => attestation::run(cmd, &conn, out).await,
+            Command::Sign(cmd) => commands::sign(cmd, &conn, out).await,
             Command::Demo(args) => demo::run(args, out).await,
-            Command::Bench(args) => bench::run(args, &cli.global.server, out).await,
+            Command::Bench(args) => bench::run(args, &conn, out).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<output::Reported>() => ExitCode::FAILURE,
         Err(e) => {
             if out.json {
                 println!("{}", serde_json::json!({"error": format!("{e:#}")}));

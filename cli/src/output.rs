@@ -37,3 +37,16 @@ impl Out {
         }
     }
 }
+
+/// An error whose explanation was already printed (as the command's result); the process
+/// only needs to exit non-zero.
+#[derive(Debug)]
+pub(crate) struct Reported;
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("reported")
+    }
+}
+
+impl std::error::Error for Reported {}

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 struct Env {
     url: String,
+    mock_root: String,
     wallet: tempfile::TempDir,
     _data: tempfile::TempDir,
     stop: CancellationToken,
@@ -28,12 +29,14 @@ impl Drop for Env {
 async fn env() -> Env {
     let data = tempfile::tempdir().unwrap();
     let server = Server::open(&Config::mock(data.path())).unwrap();
+    let mock_root = server.dev_root_pem().unwrap().to_str().unwrap().to_string();
     let listener = Listener::bind(&"tcp://127.0.0.1:0".parse().unwrap()).await.unwrap();
     let url = format!("http://{}", listener.local_addr());
     let stop = CancellationToken::new();
     tokio::spawn(run(server, listener, stop.clone()));
     Env {
         url,
+        mock_root,
         wallet: tempfile::tempdir().unwrap(),
         _data: data,
         stop,
@@ -47,7 +50,15 @@ async fn tandem(env: &Env, args: &[&str]) -> (bool, Value, String) {
 
 async fn run_in(env: &Env, wallet: &Path, args: &[&str]) -> (bool, Value, String) {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["--server", &env.url, "--wallet", wallet.to_str().unwrap(), "--json"])
+        .args([
+            "--server",
+            &env.url,
+            "--wallet",
+            wallet.to_str().unwrap(),
+            "--json",
+            "--mock-root",
+            &env.mock_root,
+        ])
         .args(args)
         .output()
         .await
@@ -197,6 +208,7 @@ async fn bad_input_gets_clear_errors_and_a_failure_status() {
     // A server that is down is reported as such.
     let down = Env {
         url: "http://127.0.0.1:1".into(),
+        mock_root: env.mock_root.clone(),
         wallet: tempfile::tempdir().unwrap(),
         _data: tempfile::tempdir().unwrap(),
         stop: CancellationToken::new(),
@@ -222,4 +234,98 @@ async fn demo_runs_and_verifies() {
         tx.recover_signer().unwrap(),
         v["address"].as_str().unwrap().parse::<Address>().unwrap()
     );
+}
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/nitro/");
+
+async fn verify(args: &[&str]) -> (bool, Value) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["--json", "attestation", "verify"])
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn attestation_verify_on_real_documents() {
+    let qos = format!("{FIXTURES}qos-2022-07-06.cose");
+    let at = (1657117102484u64 / 1000 + 60).to_string();
+    let pcr0 = "f8bb0133c427bc49aa39f6811a01077ce9ab7e635fa1f5439c9c8bf99754f8230e41b09426b0e595eebdc4d6ed4bc3b6";
+    let (ok, v) = verify(&["--doc", &qos, "--at", &at, "--pcr0", pcr0]).await;
+    assert!(ok, "{v}");
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["pcrs"]["pcr0"], pcr0);
+
+    let (ok, v) = verify(&["--doc", &qos, "--at", &at, "--pcr0", &"00".repeat(48)]).await;
+    assert!(!ok);
+    assert_eq!(v["valid"], false);
+    assert!(v["reason"].as_str().unwrap().contains("PCR0"), "{v}");
+
+    let (ok, v) = verify(&["--doc", &qos]).await; // today: far outside the document's freshness
+    assert!(!ok);
+    assert!(v["reason"].as_str().unwrap().contains("old"), "{v}");
+
+    let debug = format!("{FIXTURES}evervault-debug-2022-10-12.cose");
+    let at_debug = (1665582606081u64 / 1000 + 60).to_string();
+    let (ok, v) = verify(&["--doc", &debug, "--at", &at_debug]).await;
+    assert!(!ok);
+    assert!(v["reason"].as_str().unwrap().contains("debug"), "{v}");
+    let (ok, v) = verify(&["--doc", &debug, "--at", &at_debug, "--allow-debug"]).await;
+    assert!(ok, "{v}");
+
+    // A flipped byte in the signature.
+    let mut bytes = std::fs::read(&qos).unwrap();
+    let n = bytes.len();
+    bytes[n - 5] ^= 1;
+    let tmp = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(tmp.path(), &bytes).unwrap();
+    let (ok, v) = verify(&["--doc", tmp.path().to_str().unwrap(), "--at", &at]).await;
+    assert!(!ok);
+    assert!(v["reason"].as_str().unwrap().contains("signature"), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attestation_fetch_saves_pcrs_and_pins_them() {
+    let env = env().await;
+    let (ok, v, err) = tandem(&env, &["attestation", "fetch", "--save-pcrs"]).await;
+    assert!(ok, "{err}");
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["mock"], true);
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(env.wallet.path().join("config.json")).unwrap()).unwrap();
+    assert!(
+        config["expectedPcrs"]["0"]
+            .as_str()
+            .unwrap()
+            .starts_with(&hex::encode("TANDEM-DEV-PCR0"))
+    );
+    // With a wrong pinned PCR, flows refuse the enclave.
+    let mut config = config;
+    config["expectedPcrs"]["0"] = Value::String("ab".repeat(48));
+    std::fs::write(env.wallet.path().join("config.json"), config.to_string()).unwrap();
+    let (ok, v, _) = tandem(&env, &["account", "create"]).await;
+    assert!(!ok);
+    assert!(v["error"].as_str().unwrap().contains("PCR0"), "{v}");
+    // Without --mock-root the mock enclave is not trusted at all.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args([
+            "--server",
+            &env.url,
+            "--wallet",
+            env.wallet.path().to_str().unwrap(),
+            "--json",
+            "attestation",
+            "fetch",
+        ])
+        .env_remove("TANDEM_MOCK_ROOT")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("untrusted root"));
 }

@@ -4,13 +4,15 @@ use std::sync::Arc;
 
 use alloy_primitives::Address;
 use serde::{Deserialize, Serialize};
+use tandem_core::auth::DeviceAuthKey;
 use tandem_core::{AccountId, KeyShare, PublicKey, Role};
 use zeroize::Zeroizing;
 
 use crate::SdkError;
 
-/// One account as the device holds it: the account's public data and the device's key
-/// share. The share is zeroized when the last copy is dropped and never appears in
+/// One account as the device holds it: the account's public data, the device's key
+/// share, and the device's auth key (which the enclave requires for every flow on the
+/// account). The share is zeroized when the last copy is dropped and never appears in
 /// `Debug` output; [`Account::to_json`] is the only way it leaves memory, and callers are
 /// expected to store that JSON encrypted or with owner-only permissions.
 #[derive(Clone)]
@@ -18,6 +20,7 @@ pub struct Account {
     id: AccountId,
     label: Option<String>,
     share: Arc<KeyShare>,
+    auth: Arc<DeviceAuthKey>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -31,11 +34,18 @@ struct StoredAccount {
     public_key: PublicKey,
     /// The device share, hex of `KeyShare::to_bytes`.
     device_share: String,
+    /// The device's Ed25519 auth key seed, hex.
+    auth_key: String,
 }
 
 impl Account {
-    /// Builds an account from the DKG's result.
-    pub(crate) fn new(id: AccountId, label: Option<String>, share: KeyShare) -> Result<Self, SdkError> {
+    /// Builds an account from the DKG's result and the device's auth key.
+    pub(crate) fn new(
+        id: AccountId,
+        label: Option<String>,
+        share: KeyShare,
+        auth: DeviceAuthKey,
+    ) -> Result<Self, SdkError> {
         if share.role() != Role::Device {
             return Err(SdkError::InvalidInput("not a device share".into()));
         }
@@ -43,6 +53,7 @@ impl Account {
             id,
             label,
             share: Arc::new(share),
+            auth: Arc::new(auth),
         })
     }
 
@@ -52,6 +63,7 @@ impl Account {
             id: self.id,
             label: self.label.clone(),
             share: Arc::new(share),
+            auth: self.auth.clone(),
         }
     }
 
@@ -80,21 +92,33 @@ impl Account {
         &self.share
     }
 
+    /// The device's auth key.
+    pub(crate) fn auth(&self) -> &DeviceAuthKey {
+        &self.auth
+    }
+
+    /// The device's auth public key, as registered with the enclave.
+    pub fn auth_public_key(&self) -> [u8; 32] {
+        self.auth.public_key()
+    }
+
     /// Serializes the account, share included, for storage. The string holds a secret:
     /// store it encrypted or with owner-only permissions, and let it drop soon.
     pub fn to_json(&self) -> Result<Zeroizing<String>, SdkError> {
         let share = self.share.to_bytes()?;
         let stored = StoredAccount {
-            version: 1,
+            version: 2,
             account_id: self.id,
             label: self.label.clone(),
             address: self.share.address().to_checksum(),
             public_key: self.public_key(),
             device_share: hex::encode(&share[..]),
+            auth_key: hex::encode(&self.auth.seed()[..]),
         };
         let json = serde_json::to_string_pretty(&stored).map_err(|e| SdkError::Storage(e.to_string()))?;
         let mut stored = stored;
         zeroize::Zeroize::zeroize(&mut stored.device_share);
+        zeroize::Zeroize::zeroize(&mut stored.auth_key);
         Ok(Zeroizing::new(json))
     }
 
@@ -103,7 +127,7 @@ impl Account {
     pub fn from_json(json: &str) -> Result<Self, SdkError> {
         let mut stored: StoredAccount =
             serde_json::from_str(json).map_err(|e| SdkError::Storage(format!("account file does not parse: {e}")))?;
-        if stored.version != 1 {
+        if stored.version != 2 {
             return Err(SdkError::Storage(format!(
                 "unknown account file version {}",
                 stored.version
@@ -113,13 +137,18 @@ impl Account {
             hex::decode(&stored.device_share).map_err(|_| SdkError::Storage("device share is not hex".into()))?,
         );
         zeroize::Zeroize::zeroize(&mut stored.device_share);
+        let mut seed = Zeroizing::new([0u8; 32]);
+        hex::decode_to_slice(&stored.auth_key, &mut seed[..])
+            .map_err(|_| SdkError::Storage("auth key is not 32 bytes of hex".into()))?;
+        zeroize::Zeroize::zeroize(&mut stored.auth_key);
+        let auth = DeviceAuthKey::from_seed(&seed);
         let share = KeyShare::from_bytes(&bytes)?;
         if share.public_key() != stored.public_key || share.address().to_checksum() != stored.address {
             return Err(SdkError::Storage(
                 "device share does not match the account's public key".into(),
             ));
         }
-        Account::new(stored.account_id, stored.label, share)
+        Account::new(stored.account_id, stored.label, share, auth)
     }
 }
 

@@ -1,24 +1,36 @@
 //! The HTTP client that runs the device side of every flow.
+//!
+//! Before a flow the client needs the enclave's channel key, which it trusts only from a
+//! verified attestation document ([`crate::attestation`]): it sends a fresh nonce, checks
+//! the document against its [`AttestationPolicy`], and caches the key for a short while
+//! (`reattest_after`, default 60 s) so that signing stays fast. Every protocol message is
+//! then sealed to that key ([`tandem_core::channel`]); the proxy and the host see only
+//! ciphertext. If the enclave restarted (new key), the first request of a flow answers
+//! `ATTESTATION_ERROR`; the client re-attests and retries once.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tandem_core::auth::{DeviceAuthKey, FirstMessage};
+use tandem_core::channel::ClientChannel;
 use tandem_core::engine::{DeviceDkg, DeviceRecover, DeviceRefresh, DeviceSign};
 use tandem_core::wire::{
-    AccountInfo, AccountStartRequest, B64, CreateAccountStartRequest, CreateAccountStepResponse, ErrorResponse,
-    GetPublicKeyRequest, HealthResponse, RecoverResponse, RefreshStepResponse, SignStepResponse, StartResponse, Status,
-    StepRequest,
+    AccountInfo, AccountStartRequest, AttestationRequest, AttestationResponse, B64, CreateAccountStartRequest,
+    CreateAccountStepResponse, ErrorResponse, GetPublicKeyRequest, HealthResponse, RecoverResponse,
+    RefreshStepResponse, SignStepResponse, StartResponse, Status, StepRequest,
 };
-use tandem_core::{AccountId, ErrorCode, Signature};
+use tandem_core::{AccountId, ErrorCode, Flow, Signature};
+use tokio::sync::Mutex;
 use tracing::instrument;
 
+use crate::attestation::{AttestationPolicy, VerifiedDocument};
 use crate::{Account, SdkError};
 
 /// A client of one Tandem server (an enclave, or the parent proxy in front of it).
 ///
-/// Cheap to clone: clones share one connection pool.
+/// Cheap to clone: clones share one connection pool and one attestation cache.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -27,6 +39,65 @@ pub struct Client {
 struct Inner {
     base: String,
     http: reqwest::Client,
+    policy: AttestationPolicy,
+    reattest_after: Duration,
+    channel_key: Mutex<Option<([u8; 32], Instant)>>,
+}
+
+/// Configures a [`Client`].
+pub struct ClientBuilder {
+    base: String,
+    http: Option<reqwest::Client>,
+    policy: AttestationPolicy,
+    reattest_after: Duration,
+}
+
+impl ClientBuilder {
+    /// The attestation policy: which root, PCRs and document age to trust.
+    pub fn attestation(mut self, policy: AttestationPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// A caller-configured `reqwest::Client` (custom roots, proxies, timeouts).
+    pub fn http_client(mut self, http: reqwest::Client) -> Self {
+        self.http = Some(http);
+        self
+    }
+
+    /// How long a verified channel key is reused before the next flow attests again.
+    /// `Duration::ZERO` attests before every flow.
+    pub fn reattest_after(mut self, after: Duration) -> Self {
+        self.reattest_after = after;
+        self
+    }
+
+    /// Builds the client.
+    pub fn build(self) -> Result<Client, SdkError> {
+        let base = self.base.trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(SdkError::InvalidInput(format!(
+                "server URL must start with http:// or https://, got {base:?}"
+            )));
+        }
+        let http = match self.http {
+            Some(h) => h,
+            None => reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .connect_timeout(Duration::from_secs(10))
+                .build()
+                .map_err(|e| SdkError::InvalidInput(format!("cannot build the HTTP client: {e}")))?,
+        };
+        Ok(Client {
+            inner: Arc::new(Inner {
+                base,
+                http,
+                policy: self.policy,
+                reattest_after: self.reattest_after,
+                channel_key: Mutex::new(None),
+            }),
+        })
+    }
 }
 
 /// Runs CPU-heavy protocol work off the async runtime's worker threads.
@@ -36,29 +107,28 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .map_err(|_| SdkError::Transport("protocol task was cancelled".into()))
 }
 
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 impl Client {
-    /// A client for the server at `base_url` (e.g. `http://127.0.0.1:5000`), with a 60 s
-    /// request timeout.
+    /// A client for the server at `base_url` that trusts only genuine Nitro enclaves (the
+    /// pinned AWS root; pin PCRs with [`Client::builder`]).
     pub fn new(base_url: &str) -> Result<Self, SdkError> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| SdkError::InvalidInput(format!("cannot build the HTTP client: {e}")))?;
-        Self::with_http_client(base_url, http)
+        Self::builder(base_url).build()
     }
 
-    /// A client using a caller-configured `reqwest::Client` (custom roots, proxies, timeouts).
-    pub fn with_http_client(base_url: &str, http: reqwest::Client) -> Result<Self, SdkError> {
-        let base = base_url.trim_end_matches('/').to_string();
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(SdkError::InvalidInput(format!(
-                "server URL must start with http:// or https://, got {base_url:?}"
-            )));
+    /// Starts configuring a client for `base_url`.
+    pub fn builder(base_url: &str) -> ClientBuilder {
+        ClientBuilder {
+            base: base_url.to_string(),
+            http: None,
+            policy: AttestationPolicy::nitro(),
+            reattest_after: Duration::from_secs(60),
         }
-        Ok(Client {
-            inner: Arc::new(Inner { base, http }),
-        })
     }
 
     /// The server's base URL.
@@ -91,40 +161,131 @@ impl Client {
         .await
     }
 
+    /// Fetches the enclave's attestation document with a fresh nonce and verifies it
+    /// against this client's policy. On success the document's channel key is trusted for
+    /// the next flows (see [`ClientBuilder::reattest_after`]).
+    #[instrument(skip_all, err)]
+    pub async fn attest(&self) -> Result<VerifiedDocument, SdkError> {
+        let mut nonce = [0u8; 32];
+        getrandom_fill(&mut nonce)?;
+        let resp: AttestationResponse = self
+            .post(
+                "/v1/attestation",
+                &AttestationRequest {
+                    request_id: None,
+                    nonce: B64(nonce.to_vec()),
+                },
+            )
+            .await?;
+        let verified = self.inner.policy.verify(&resp.document.0, unix_now(), Some(&nonce))?;
+        let key: [u8; 32] = verified
+            .document
+            .public_key
+            .as_deref()
+            .and_then(|k| k.try_into().ok())
+            .ok_or_else(|| SdkError::BadResponse("the attestation document carries no 32-byte channel key".into()))?;
+        *self.inner.channel_key.lock().await = Some((key, Instant::now()));
+        Ok(verified)
+    }
+
+    /// The raw attestation document (unverified), for tools that verify it themselves.
+    pub async fn fetch_attestation_document(&self, nonce: &[u8]) -> Result<Vec<u8>, SdkError> {
+        let resp: AttestationResponse = self
+            .post(
+                "/v1/attestation",
+                &AttestationRequest {
+                    request_id: None,
+                    nonce: B64(nonce.to_vec()),
+                },
+            )
+            .await?;
+        Ok(resp.document.0)
+    }
+
+    async fn channel_key(&self) -> Result<[u8; 32], SdkError> {
+        if let Some((key, at)) = *self.inner.channel_key.lock().await
+            && at.elapsed() < self.inner.reattest_after
+        {
+            return Ok(key);
+        }
+        self.attest().await?;
+        self.inner
+            .channel_key
+            .lock()
+            .await
+            .map(|(k, _)| k)
+            .ok_or_else(|| SdkError::BadResponse("no channel key".into()))
+    }
+
+    /// Seals `first` to the enclave's attested key and posts it to `path`. If the enclave
+    /// answers that its channel key changed (it restarted), attests again and retries once.
+    async fn start_flow<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        flow: Flow,
+        first: &FirstMessage,
+        request: impl Fn(B64) -> Req,
+    ) -> Result<(ClientChannel, Resp), SdkError> {
+        let plaintext = first.encode()?;
+        for attempt in 0..2 {
+            let key = self.channel_key().await?;
+            let (channel, wire) = ClientChannel::seal_first(&key, flow, &plaintext)?;
+            match self.post::<Req, Resp>(path, &request(B64(wire))).await {
+                Err(SdkError::Server {
+                    code: ErrorCode::AttestationError,
+                    ..
+                }) if attempt == 0 => {
+                    *self.inner.channel_key.lock().await = None;
+                }
+                other => return other.map(|r| (channel, r)),
+            }
+        }
+        Err(SdkError::BadResponse(
+            "the enclave refused its own attested channel key".into(),
+        ))
+    }
+
     /// Creates an account: runs DKG with the enclave. The device's share never leaves this
     /// process; the returned [`Account`] holds it and must be persisted by the caller.
     pub async fn create_account(&self, label: Option<&str>) -> Result<Account, SdkError> {
         self.create_account_with_progress(label, |_, _| {}).await
     }
 
-    /// [`Client::create_account`], calling `progress(step, total, what)` as each of the
-    /// DKG's flights completes (DKG takes about two seconds of computation).
+    /// [`Client::create_account`], calling `progress(step, what)` as each of the DKG's
+    /// four stages begins (DKG takes one to two seconds of computation).
     #[instrument(skip_all, err)]
     pub async fn create_account_with_progress(
         &self,
         label: Option<&str>,
         progress: impl Fn(u8, &'static str),
     ) -> Result<Account, SdkError> {
-        progress(1, "generating the device's polynomial");
+        progress(1, "attesting the enclave and generating the device's polynomial");
+        let auth = DeviceAuthKey::generate()?;
         let (mut machine, m0) = blocking(DeviceDkg::start).await??;
-        let start: StartResponse = self
-            .post(
-                "/v1/createAccount/start",
-                &CreateAccountStartRequest {
+        let first = FirstMessage {
+            protocol: m0,
+            auth_key: Some(auth.public_key()),
+            authorization: None,
+        };
+        let label_owned = label.map(str::to_string);
+        let (mut channel, start): (ClientChannel, StartResponse) = self
+            .start_flow("/v1/createAccount/start", Flow::Dkg, &first, |m| {
+                CreateAccountStartRequest {
                     request_id: None,
-                    label: label.map(str::to_string),
+                    label: label_owned.clone(),
                     client_node_id: None,
-                    client_message: B64(m0),
-                },
-            )
+                    client_message: m,
+                }
+            })
             .await?;
         progress(2, "committing and setting up oblivious transfer");
+        let reply = channel.open(0, &start.server_message.0)?;
         let (mut machine, m1) = blocking(move || {
-            let m = machine.receive(&start.server_message.0);
+            let m = machine.receive(&reply);
             (machine, m)
         })
         .await?;
-        let m1 = m1?;
+        let m1 = channel.seal(1, &m1?)?;
         let r1: CreateAccountStepResponse = self.step("/v1/createAccount/step", &start.session_id, m1).await?;
         let server_message = match (r1.status, r1.server_message) {
             (Status::Continue, Some(m)) => m,
@@ -135,12 +296,13 @@ impl Client {
             }
         };
         progress(3, "deriving the key share");
+        let reply = channel.open(1, &server_message.0)?;
         let (machine, m2) = blocking(move || {
-            let m = machine.receive(&server_message.0);
+            let m = machine.receive(&reply);
             (machine, m)
         })
         .await?;
-        let m2 = m2?;
+        let m2 = channel.seal(2, &m2?)?;
         let done: CreateAccountStepResponse = self.step("/v1/createAccount/step", &start.session_id, m2).await?;
         let (Status::Done, Some(account_id), Some(public_key), Some(address)) =
             (done.status, done.account_id, done.public_key, done.address)
@@ -156,7 +318,7 @@ impl Client {
             ));
         }
         progress(4, "key generated");
-        Account::new(account_id, label.map(str::to_string), share)
+        Account::new(account_id, label.map(str::to_string), share, auth)
     }
 
     async fn step<Resp: DeserializeOwned>(
@@ -176,55 +338,64 @@ impl Client {
         .await
     }
 
+    fn authorized(account: &Account, flow: Flow, protocol: Vec<u8>) -> FirstMessage {
+        let authorization = account.auth().authorize(&account.id(), flow, &protocol, unix_now());
+        FirstMessage {
+            protocol,
+            auth_key: None,
+            authorization: Some(authorization),
+        }
+    }
+
     /// Signs a 32-byte digest with the enclave. The result is low-S, carries its recovery
     /// id, and has been verified against the account's public key by the MPC library;
     /// [`crate::eth::assemble`] checks it once more, independently, before Ethereum use.
     #[instrument(skip_all, fields(account = %account.id()), err)]
     pub async fn sign_digest(&self, account: &Account, digest: [u8; 32]) -> Result<Signature, SdkError> {
         let (mut machine, m0) = DeviceSign::start(account.share().clone(), digest)?;
-        let start: StartResponse = self
-            .post(
-                "/v1/sign/start",
-                &AccountStartRequest {
-                    request_id: None,
-                    account_id: account.id(),
-                    client_message: B64(m0),
-                },
-            )
+        let first = Self::authorized(account, Flow::Sign, m0);
+        let id = account.id();
+        let (mut channel, start): (ClientChannel, StartResponse) = self
+            .start_flow("/v1/sign/start", Flow::Sign, &first, |m| AccountStartRequest {
+                request_id: None,
+                account_id: id,
+                client_message: m,
+            })
             .await?;
+        let reply = channel.open(0, &start.server_message.0)?;
         let (machine, m1) = blocking(move || {
-            let m = machine.receive(&start.server_message.0);
+            let m = machine.receive(&reply);
             (machine, m)
         })
         .await?;
-        let m1 = m1?;
+        let m1 = channel.seal(1, &m1?)?;
         let done: SignStepResponse = self.step("/v1/sign/step", &start.session_id, m1).await?;
         let partial = match (done.status, done.server_partial) {
-            (Status::Done, Some(p)) => p,
+            (Status::Done, Some(p)) => channel.open(1, &p.0)?,
             _ => {
                 return Err(SdkError::BadResponse(
                     "sign must finish with DONE and a serverPartial".into(),
                 ));
             }
         };
-        Ok(blocking(move || machine.finish(&partial.0)).await??)
+        Ok(blocking(move || machine.finish(&partial)).await??)
     }
 
     /// Proves to the enclave that `account`'s device share (e.g. restored from a backup)
     /// matches the account, without revealing it. Fails with `RECOVERY_FAILED` otherwise.
+    /// After a refresh, this also confirms the new share to the enclave.
     #[instrument(skip_all, fields(account = %account.id()), err)]
     pub async fn recover(&self, account: &Account) -> Result<(), SdkError> {
         let share = account.share().clone();
         let m0 = blocking(move || DeviceRecover::message(&share)).await??;
-        let done: RecoverResponse = self
-            .post(
-                "/v1/recover/start",
-                &AccountStartRequest {
-                    request_id: None,
-                    account_id: account.id(),
-                    client_message: B64(m0),
-                },
-            )
+        let first = Self::authorized(account, Flow::Recover, m0);
+        let id = account.id();
+        let (_channel, done): (ClientChannel, RecoverResponse) = self
+            .start_flow("/v1/recover/start", Flow::Recover, &first, |m| AccountStartRequest {
+                request_id: None,
+                account_id: id,
+                client_message: m,
+            })
             .await?;
         if done.status != Status::Done || done.address != account.share().address().to_checksum() {
             return Err(SdkError::BadResponse(
@@ -234,27 +405,29 @@ impl Client {
         Ok(())
     }
 
-    /// Refreshes both shares of `account`. Returns the account with its new device share,
-    /// which the caller must persist (replacing the old one) before signing again.
+    /// Refreshes both shares of `account`. Returns the account with its new device share.
+    /// The enclave keeps its old share until the device uses the new one: persist the
+    /// returned account first, then confirm with [`Client::recover`] (or simply sign).
     #[instrument(skip_all, fields(account = %account.id()), err)]
     pub async fn refresh(&self, account: &Account) -> Result<Account, SdkError> {
         let (mut machine, m0) = DeviceRefresh::start(account.share().clone())?;
-        let start: StartResponse = self
-            .post(
-                "/v1/refresh/start",
-                &AccountStartRequest {
-                    request_id: None,
-                    account_id: account.id(),
-                    client_message: B64(m0),
-                },
-            )
+        let first = Self::authorized(account, Flow::Refresh, m0);
+        let id = account.id();
+        let (mut channel, start): (ClientChannel, StartResponse) = self
+            .start_flow("/v1/refresh/start", Flow::Refresh, &first, |m| AccountStartRequest {
+                request_id: None,
+                account_id: id,
+                client_message: m,
+            })
             .await?;
+        let reply = channel.open(0, &start.server_message.0)?;
         let (mut machine, m1) = blocking(move || {
-            let m = machine.receive(&start.server_message.0);
+            let m = machine.receive(&reply);
             (machine, m)
         })
         .await?;
-        let r1: RefreshStepResponse = self.step("/v1/refresh/step", &start.session_id, m1?).await?;
+        let m1 = channel.seal(1, &m1?)?;
+        let r1: RefreshStepResponse = self.step("/v1/refresh/step", &start.session_id, m1).await?;
         let server_message = match (r1.status, r1.server_message) {
             (Status::Continue, Some(m)) => m,
             _ => {
@@ -263,17 +436,23 @@ impl Client {
                 ));
             }
         };
+        let reply = channel.open(1, &server_message.0)?;
         let (machine, m2) = blocking(move || {
-            let m = machine.receive(&server_message.0);
+            let m = machine.receive(&reply);
             (machine, m)
         })
         .await?;
-        let done: RefreshStepResponse = self.step("/v1/refresh/step", &start.session_id, m2?).await?;
+        let m2 = channel.seal(2, &m2?)?;
+        let done: RefreshStepResponse = self.step("/v1/refresh/step", &start.session_id, m2).await?;
         if done.status != Status::Done {
             return Err(SdkError::BadResponse("refresh must finish with DONE".into()));
         }
         Ok(account.with_share(machine.finish()?))
     }
+}
+
+fn getrandom_fill(buf: &mut [u8]) -> Result<(), SdkError> {
+    getrandom::fill(buf).map_err(|_| SdkError::Transport("system RNG failed".into()))
 }
 
 fn transport(e: reqwest::Error) -> SdkError {

@@ -31,6 +31,9 @@ pub enum SdkError {
     /// Invalid input from the caller (a bad URL, typed data that does not parse, …).
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// The enclave's attestation did not verify: its channel key is not trusted.
+    #[error("attestation refused: {0}")]
+    Attestation(#[from] crate::attestation::AttestationError),
     /// Reading or writing account material failed.
     #[error("storage error: {0}")]
     Storage(String),
@@ -43,6 +46,7 @@ impl SdkError {
             SdkError::Server { code, .. } => Some(*code),
             SdkError::Protocol(p) => Some(p.code()),
             SdkError::SignatureCheck(_) => Some(ErrorCode::SigningError),
+            SdkError::Attestation(_) => Some(ErrorCode::AttestationError),
             _ => None,
         }
     }

@@ -30,13 +30,16 @@
 #![warn(missing_docs)]
 
 mod account;
+pub mod attestation;
 mod client;
 mod error;
 pub mod eth;
 mod signer;
+mod tls;
 
 pub use account::Account;
-pub use client::Client;
+pub use client::{Client, ClientBuilder};
 pub use error::SdkError;
 pub use signer::TandemSigner;
 pub use tandem_core;
+pub use tls::http_client_trusting;

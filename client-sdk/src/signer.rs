@@ -150,7 +150,14 @@ mod tests {
             panic!("expected done")
         };
         let share = device.finish(&enclave_share.public_key()).unwrap();
-        let account = Account::new(tandem_core::AccountId::random().unwrap(), Some("test".into()), share).unwrap();
+        let auth = tandem_core::auth::DeviceAuthKey::generate().unwrap();
+        let account = Account::new(
+            tandem_core::AccountId::random().unwrap(),
+            Some("test".into()),
+            share,
+            auth,
+        )
+        .unwrap();
         // A port that was just free: connecting to it is refused at once.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()

@@ -73,7 +73,10 @@ fn field<'a>(map: &'a [(Value, Value)], name: &'static str) -> Option<&'a Value>
 }
 
 fn bytes(map: &[(Value, Value)], name: &'static str) -> Result<Vec<u8>, DocumentError> {
-    field(map, name).and_then(Value::as_bytes).cloned().ok_or(DocumentError::Payload(name))
+    field(map, name)
+        .and_then(Value::as_bytes)
+        .cloned()
+        .ok_or(DocumentError::Payload(name))
 }
 
 fn optional_bytes(map: &[(Value, Value)], name: &'static str) -> Result<Option<Vec<u8>>, DocumentError> {
@@ -96,7 +99,11 @@ impl SignedDocument {
         let payload = sign1.payload.as_ref().ok_or(DocumentError::Payload("payload"))?;
         let document = AttestationDocument::from_cbor(payload)?;
         let to_be_signed = sign1.tbs_data(b"");
-        Ok(SignedDocument { document, to_be_signed, signature: sign1.signature })
+        Ok(SignedDocument {
+            document,
+            to_be_signed,
+            signature: sign1.signature,
+        })
     }
 }
 
@@ -105,15 +112,25 @@ impl AttestationDocument {
     pub fn from_cbor(payload: &[u8]) -> Result<Self, DocumentError> {
         let value: Value = ciborium::from_reader(payload).map_err(|_| DocumentError::Payload("payload is not CBOR"))?;
         let map = value.as_map().ok_or(DocumentError::Payload("payload is not a map"))?;
-        let module_id = field(map, "module_id").and_then(Value::as_text).ok_or(DocumentError::Payload("module_id"))?;
-        let digest = field(map, "digest").and_then(Value::as_text).ok_or(DocumentError::Payload("digest"))?;
+        let module_id = field(map, "module_id")
+            .and_then(Value::as_text)
+            .ok_or(DocumentError::Payload("module_id"))?;
+        let digest = field(map, "digest")
+            .and_then(Value::as_text)
+            .ok_or(DocumentError::Payload("digest"))?;
         let timestamp_ms = field(map, "timestamp")
             .and_then(Value::as_integer)
             .and_then(|i| u64::try_from(i).ok())
             .ok_or(DocumentError::Payload("timestamp"))?;
         let mut pcrs = BTreeMap::new();
-        for (k, v) in field(map, "pcrs").and_then(Value::as_map).ok_or(DocumentError::Payload("pcrs"))? {
-            let index = k.as_integer().and_then(|i| u8::try_from(i).ok()).ok_or(DocumentError::Payload("pcrs"))?;
+        for (k, v) in field(map, "pcrs")
+            .and_then(Value::as_map)
+            .ok_or(DocumentError::Payload("pcrs"))?
+        {
+            let index = k
+                .as_integer()
+                .and_then(|i| u8::try_from(i).ok())
+                .ok_or(DocumentError::Payload("pcrs"))?;
             let value = v.as_bytes().ok_or(DocumentError::Payload("pcrs"))?;
             pcrs.insert(index, value.clone());
         }
@@ -142,13 +159,27 @@ impl AttestationDocument {
         let map = Value::Map(vec![
             (Value::Text("module_id".into()), Value::Text(self.module_id.clone())),
             (Value::Text("digest".into()), Value::Text(self.digest.clone())),
-            (Value::Text("timestamp".into()), Value::Integer(self.timestamp_ms.into())),
+            (
+                Value::Text("timestamp".into()),
+                Value::Integer(self.timestamp_ms.into()),
+            ),
             (
                 Value::Text("pcrs".into()),
-                Value::Map(self.pcrs.iter().map(|(k, v)| (Value::Integer((*k).into()), Value::Bytes(v.clone()))).collect()),
+                Value::Map(
+                    self.pcrs
+                        .iter()
+                        .map(|(k, v)| (Value::Integer((*k).into()), Value::Bytes(v.clone())))
+                        .collect(),
+                ),
             ),
-            (Value::Text("certificate".into()), Value::Bytes(self.certificate.clone())),
-            (Value::Text("cabundle".into()), Value::Array(self.cabundle.iter().cloned().map(Value::Bytes).collect())),
+            (
+                Value::Text("certificate".into()),
+                Value::Bytes(self.certificate.clone()),
+            ),
+            (
+                Value::Text("cabundle".into()),
+                Value::Array(self.cabundle.iter().cloned().map(Value::Bytes).collect()),
+            ),
             (Value::Text("public_key".into()), opt(&self.public_key)),
             (Value::Text("user_data".into()), opt(&self.user_data)),
             (Value::Text("nonce".into()), opt(&self.nonce)),

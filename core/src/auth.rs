@@ -37,7 +37,9 @@ pub struct FirstMessage {
 impl FirstMessage {
     /// Encodes for sealing.
     pub fn encode(&self) -> Result<Zeroizing<Vec<u8>>, ProtocolError> {
-        postcard::to_allocvec(self).map(Zeroizing::new).map_err(|_| ProtocolError::Internal("first message failed to encode"))
+        postcard::to_allocvec(self)
+            .map(Zeroizing::new)
+            .map_err(|_| ProtocolError::Internal("first message failed to encode"))
     }
 
     /// Decodes an opened first message.
@@ -95,7 +97,10 @@ impl DeviceAuthKey {
     /// Authorizes the session whose first protocol message is `protocol`.
     pub fn authorize(&self, account: &AccountId, flow: Flow, protocol: &[u8], timestamp: u64) -> Authorization {
         let sig = self.0.sign(&transcript(account, flow, timestamp, protocol));
-        Authorization { timestamp, signature: sig.to_bytes().to_vec() }
+        Authorization {
+            timestamp,
+            signature: sig.to_bytes().to_vec(),
+        }
     }
 }
 
@@ -118,13 +123,22 @@ pub fn verify_authorization(
     max_skew_secs: u64,
 ) -> Result<(), ProtocolError> {
     if auth.timestamp.abs_diff(now) > max_skew_secs {
-        return Err(ProtocolError::Unauthorized("authorization timestamp outside the accepted window"));
+        return Err(ProtocolError::Unauthorized(
+            "authorization timestamp outside the accepted window",
+        ));
     }
-    let key = VerifyingKey::from_bytes(registered).map_err(|_| ProtocolError::Unauthorized("registered key is invalid"))?;
-    let sig_bytes: [u8; 64] =
-        auth.signature.as_slice().try_into().map_err(|_| ProtocolError::Unauthorized("signature is not 64 bytes"))?;
-    key.verify(&transcript(account, flow, auth.timestamp, protocol), &EdSignature::from_bytes(&sig_bytes))
-        .map_err(|_| ProtocolError::Unauthorized("signature does not verify with the account's device key"))
+    let key =
+        VerifyingKey::from_bytes(registered).map_err(|_| ProtocolError::Unauthorized("registered key is invalid"))?;
+    let sig_bytes: [u8; 64] = auth
+        .signature
+        .as_slice()
+        .try_into()
+        .map_err(|_| ProtocolError::Unauthorized("signature is not 64 bytes"))?;
+    key.verify(
+        &transcript(account, flow, auth.timestamp, protocol),
+        &EdSignature::from_bytes(&sig_bytes),
+    )
+    .map_err(|_| ProtocolError::Unauthorized("signature does not verify with the account's device key"))
 }
 
 #[cfg(test)]

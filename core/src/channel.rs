@@ -70,7 +70,9 @@ fn invalid() -> ProtocolError {
     ProtocolError::SealedPayloadInvalid
 }
 
-fn response_key(export: impl FnOnce(&[u8], &mut [u8]) -> Result<(), hpke::HpkeError>) -> Result<Zeroizing<[u8; 32]>, ProtocolError> {
+fn response_key(
+    export: impl FnOnce(&[u8], &mut [u8]) -> Result<(), hpke::HpkeError>,
+) -> Result<Zeroizing<[u8; 32]>, ProtocolError> {
     let mut key = Zeroizing::new([0u8; 32]);
     export(b"tandem/v1/response", &mut key[..]).map_err(|_| ProtocolError::Internal("HPKE export failed"))?;
     Ok(key)
@@ -132,13 +134,23 @@ impl ClientChannel {
                 .map_err(|_| ProtocolError::Internal("HPKE setup failed"))?;
         let mut enc = [0u8; ENC_LEN];
         enc.copy_from_slice(&encapped.to_bytes());
-        let ct = ctx.seal(plaintext, &aad(flow, false, 0, &enc)).map_err(|_| ProtocolError::Internal("HPKE seal failed"))?;
+        let ct = ctx
+            .seal(plaintext, &aad(flow, false, 0, &enc))
+            .map_err(|_| ProtocolError::Internal("HPKE seal failed"))?;
         let response_key = response_key(|i, o| ctx.export(i, o))?;
         let mut wire = Vec::with_capacity(KEY_ID_LEN + ENC_LEN + ct.len());
         wire.extend_from_slice(&key_id(enclave_key));
         wire.extend_from_slice(&enc);
         wire.extend_from_slice(&ct);
-        Ok((ClientChannel { flow, enc, ctx, response_key }, wire))
+        Ok((
+            ClientChannel {
+                flow,
+                enc,
+                ctx,
+                response_key,
+            },
+            wire,
+        ))
     }
 
     /// Seals the device's message of `step` (1, 2, …).
@@ -152,7 +164,13 @@ impl ClientChannel {
     pub fn open(&self, step: u8, wire: &[u8]) -> Result<Zeroizing<Vec<u8>>, ProtocolError> {
         let cipher = ResponseAead::new((&*self.response_key).into());
         cipher
-            .decrypt(&response_nonce(step), Payload { msg: wire, aad: &aad(self.flow, true, step, &self.enc) })
+            .decrypt(
+                &response_nonce(step),
+                Payload {
+                    msg: wire,
+                    aad: &aad(self.flow, true, step, &self.enc),
+                },
+            )
             .map(Zeroizing::new)
             .map_err(|_| invalid())
     }
@@ -194,19 +212,36 @@ impl EnclaveChannel {
             .map(Zeroizing::new)
             .map_err(|_| invalid())?;
         let response_key = response_key(|i, o| ctx.export(i, o))?;
-        Ok((EnclaveChannel { flow, enc, ctx, response_key }, plaintext))
+        Ok((
+            EnclaveChannel {
+                flow,
+                enc,
+                ctx,
+                response_key,
+            },
+            plaintext,
+        ))
     }
 
     /// Opens the device's message of `step` (1, 2, …).
     pub fn open(&mut self, step: u8, wire: &[u8]) -> Result<Zeroizing<Vec<u8>>, ProtocolError> {
-        self.ctx.open(wire, &aad(self.flow, false, step, &self.enc)).map(Zeroizing::new).map_err(|_| invalid())
+        self.ctx
+            .open(wire, &aad(self.flow, false, step, &self.enc))
+            .map(Zeroizing::new)
+            .map_err(|_| invalid())
     }
 
     /// Seals the enclave's answer to `step`.
     pub fn seal(&self, step: u8, plaintext: &[u8]) -> Result<Vec<u8>, ProtocolError> {
         let cipher = ResponseAead::new((&*self.response_key).into());
         cipher
-            .encrypt(&response_nonce(step), Payload { msg: plaintext, aad: &aad(self.flow, true, step, &self.enc) })
+            .encrypt(
+                &response_nonce(step),
+                Payload {
+                    msg: plaintext,
+                    aad: &aad(self.flow, true, step, &self.enc),
+                },
+            )
             .map_err(|_| ProtocolError::Internal("response seal failed"))
     }
 }
@@ -246,12 +281,17 @@ mod tests {
         for i in 0..first.len() {
             let mut bad = first.clone();
             bad[i] ^= 1;
-            assert!(EnclaveChannel::open_first(&keys, Flow::Sign, &bad).is_err(), "flip at {i}");
+            assert!(
+                EnclaveChannel::open_first(&keys, Flow::Sign, &bad).is_err(),
+                "flip at {i}"
+            );
         }
         // A restarted enclave (new key) reports the key change, distinctly.
         let restarted = ChannelKeypair::generate();
         assert_eq!(
-            EnclaveChannel::open_first(&restarted, Flow::Sign, &first).err().unwrap(),
+            EnclaveChannel::open_first(&restarted, Flow::Sign, &first)
+                .err()
+                .unwrap(),
             ProtocolError::ChannelKeyChanged
         );
         let _ = &mut client;

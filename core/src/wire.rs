@@ -64,6 +64,28 @@ pub struct HealthResponse {
     pub version: String,
 }
 
+/// `POST /v1/attestation`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AttestationRequest {
+    /// Optional correlation id, echoed in the response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The verifier's fresh nonce (1–512 bytes), echoed inside the document.
+    pub nonce: B64,
+}
+
+/// The answer to `POST /v1/attestation`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttestationResponse {
+    /// Echo of the request's `requestId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The COSE_Sign1 attestation document; its `public_key` is the enclave's channel key.
+    pub document: B64,
+}
+
 /// `POST /v1/createAccount/start`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -11,17 +11,23 @@ use axum::http::request::Parts;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
+use tandem_core::auth::{FirstMessage, verify_authorization};
+use tandem_core::channel::{ChannelKeypair, EnclaveChannel};
 use tandem_core::engine::{EnclaveDkg, EnclaveRecover, EnclaveRefresh, EnclaveSign, Next};
+use tandem_core::message::Envelope;
 use tandem_core::wire::{
-    AccountInfo, AccountStartRequest, B64, CreateAccountStartRequest, CreateAccountStepResponse, GetPublicKeyRequest,
-    HealthResponse, RecoverResponse, RefreshStepResponse, SignStepResponse, StartResponse, Status, StepRequest,
+    AccountInfo, AccountStartRequest, AttestationRequest, AttestationResponse, B64, CreateAccountStartRequest,
+    CreateAccountStepResponse, GetPublicKeyRequest, HealthResponse, RecoverResponse, RefreshStepResponse,
+    SignStepResponse, StartResponse, Status, StepRequest,
 };
 use tandem_core::{AccountId, ErrorCode, Flow, KeyShare, ProtocolError, SessionId, ShareId};
 use tracing::{info, warn};
 
+use crate::attester::Attester;
 use crate::error::ApiError;
 use crate::keystore::{Keystore, StoredAccount};
-use crate::sessions::{Machine, Sessions};
+use crate::replay::ReplayCache;
+use crate::sessions::{Live, Machine, Sessions};
 
 /// Shared state of all handlers.
 pub struct AppState {
@@ -31,12 +37,22 @@ pub struct AppState {
     pub keystore: Keystore,
     /// Whether this is a mock-platform server (reported by `/v1/health`).
     pub mock_mode: bool,
+    /// The channel key pair, made at boot and held only in memory.
+    pub channel: ChannelKeypair,
+    /// Who signs attestation documents.
+    pub attester: Arc<dyn Attester>,
+    /// Nonces of recent flow starts, to refuse replayed authorizations.
+    pub replay: ReplayCache,
 }
+
+/// How far a device's clock may be from ours for its authorization to count.
+const AUTH_SKEW_SECS: u64 = 300;
 
 /// The API router. Body size is limited by the caller (see `server`).
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/health", get(health))
+        .route("/v1/attestation", post(attestation))
         .route("/v1/createAccount/start", post(create_start))
         .route("/v1/createAccount/step", post(create_step))
         .route("/v1/getPublicKey", post(get_public_key))
@@ -136,115 +152,6 @@ async fn health(State(state): State<Arc<AppState>>) -> Json<HealthResponse> {
         mock_mode: state.mock_mode,
         version: env!("CARGO_PKG_VERSION").into(),
     })
-}
-
-async fn create_start(
-    State(state): State<Arc<AppState>>,
-    hid: HeaderRequestId,
-    ApiJson(req): ApiJson<CreateAccountStartRequest>,
-) -> Result<Json<StartResponse>, ApiError> {
-    let rid = request_id(&req.request_id, hid);
-    async {
-        check_text("label", &req.label)?;
-        check_text("clientNodeId", &req.client_node_id)?;
-        state.sessions.check_capacity()?;
-        let msg = req.client_message.0;
-        let (machine, sid, reply) = cpu(move || EnclaveDkg::start(&msg)).await??;
-        state.sessions.insert(
-            sid,
-            Machine::Dkg {
-                machine: Box::new(machine),
-                label: req.label,
-                client_node_id: req.client_node_id,
-            },
-        )?;
-        info!(flow = "dkg", session = %short(&sid), "session started");
-        Ok(Json(StartResponse {
-            request_id: rid.clone(),
-            session_id: sid.to_hex(),
-            server_message: B64(reply),
-        }))
-    }
-    .await
-    .map_err(|e: ApiError| e.with_request_id(&rid))
-}
-
-async fn create_step(
-    State(state): State<Arc<AppState>>,
-    hid: HeaderRequestId,
-    ApiJson(req): ApiJson<StepRequest>,
-) -> Result<Json<CreateAccountStepResponse>, ApiError> {
-    let rid = request_id(&req.request_id, hid);
-    let sid = parse_session(&req.session_id).map_err(|e| e.with_request_id(&rid))?;
-    let result = async {
-        let Machine::Dkg {
-            mut machine,
-            label,
-            client_node_id,
-        } = state.sessions.take(&sid, Flow::Dkg)?
-        else {
-            return Err(ApiError::new(ErrorCode::InternalError, "session table mixed flows"));
-        };
-        let msg = req.client_message.0;
-        let (machine, next) = cpu(move || {
-            let next = machine.step(&msg);
-            (machine, next)
-        })
-        .await?;
-        match next? {
-            Next::Send(reply) => {
-                state.sessions.put_back(
-                    &sid,
-                    Machine::Dkg {
-                        machine,
-                        label,
-                        client_node_id,
-                    },
-                )?;
-                Ok(CreateAccountStepResponse {
-                    request_id: rid.clone(),
-                    session_id: sid.to_hex(),
-                    status: Status::Continue,
-                    server_message: Some(B64(reply)),
-                    account_id: None,
-                    address: None,
-                    public_key: None,
-                })
-            }
-            Next::Done(share) => {
-                let id =
-                    AccountId::random().map_err(|_| ApiError::new(ErrorCode::InternalError, "system RNG failed"))?;
-                let public_key = share.public_key();
-                let address = share.address().to_checksum();
-                // Persist before answering DONE: a DONE always means the share is durable.
-                state
-                    .keystore
-                    .save(StoredAccount {
-                        id,
-                        label,
-                        client_node_id,
-                        created_at: now(),
-                        current: Arc::new(share),
-                        pending: None,
-                        locked: None,
-                    })
-                    .await?;
-                state.sessions.remove(&sid);
-                info!(flow = "dkg", session = %short(&sid), account = %id, "account created");
-                Ok(CreateAccountStepResponse {
-                    request_id: rid.clone(),
-                    session_id: sid.to_hex(),
-                    status: Status::Done,
-                    server_message: None,
-                    account_id: Some(id),
-                    address: Some(address),
-                    public_key: Some(public_key),
-                })
-            }
-        }
-    }
-    .await;
-    finish_step(&state, &sid, result, &rid).await.map(Json)
 }
 
 /// Common tail of every step: on error, drop the session (its machine is poisoned), lock
@@ -349,6 +256,203 @@ async fn get_public_key(
     }))
 }
 
+async fn attestation(
+    State(state): State<Arc<AppState>>,
+    hid: HeaderRequestId,
+    ApiJson(req): ApiJson<AttestationRequest>,
+) -> Result<Json<AttestationResponse>, ApiError> {
+    let rid = request_id(&req.request_id, hid);
+    if req.nonce.0.is_empty() || req.nonce.0.len() > 512 {
+        return Err(ApiError::new(ErrorCode::InvalidRequest, "nonce must be 1 to 512 bytes").with_request_id(&rid));
+    }
+    let attester = state.attester.clone();
+    let public_key = state.channel.public_key();
+    let nonce = req.nonce.0;
+    let document = cpu(move || attester.attest(&public_key, &nonce))
+        .await?
+        .map_err(|e| ApiError::new(ErrorCode::AttestationError, e.to_string()).with_request_id(&rid))?;
+    Ok(Json(AttestationResponse {
+        request_id: rid,
+        document: B64(document),
+    }))
+}
+
+/// Opens the sealed first message of a flow: the channel for the rest of the session and
+/// the first message's plaintext.
+async fn open_first(
+    state: &Arc<AppState>,
+    flow: Flow,
+    wire: Vec<u8>,
+) -> Result<(EnclaveChannel, FirstMessage), ApiError> {
+    let st = state.clone();
+    let (channel, plaintext) = cpu(move || EnclaveChannel::open_first(&st.channel, flow, &wire)).await??;
+    let first = FirstMessage::decode(&plaintext)?;
+    Ok((channel, first))
+}
+
+/// Checks the device's authorization of a flow on `account`: a signature by the account's
+/// registered device key over this session's first message, fresh, and not seen before.
+fn authorize(state: &AppState, account: &StoredAccount, flow: Flow, first: &FirstMessage) -> Result<(), ApiError> {
+    let registered = account
+        .auth_key
+        .ok_or(ProtocolError::Unauthorized("the account has no registered device key"))?;
+    let auth = first
+        .authorization
+        .as_ref()
+        .ok_or(ProtocolError::Unauthorized("the flow carries no authorization"))?;
+    verify_authorization(
+        &registered,
+        &account.id,
+        flow,
+        &first.protocol,
+        auth,
+        now(),
+        AUTH_SKEW_SECS,
+    )?;
+    let nonce = Envelope::peek(&first.protocol)?.binding;
+    if !state.replay.first_use(nonce) {
+        return Err(ProtocolError::Unauthorized("this authorization was already used").into());
+    }
+    Ok(())
+}
+
+fn sealed(channel: &EnclaveChannel, step: u8, plaintext: &[u8]) -> Result<B64, ApiError> {
+    Ok(B64(channel.seal(step, plaintext)?))
+}
+
+async fn create_start(
+    State(state): State<Arc<AppState>>,
+    hid: HeaderRequestId,
+    ApiJson(req): ApiJson<CreateAccountStartRequest>,
+) -> Result<Json<StartResponse>, ApiError> {
+    let rid = request_id(&req.request_id, hid);
+    async {
+        check_text("label", &req.label)?;
+        check_text("clientNodeId", &req.client_node_id)?;
+        state.sessions.check_capacity()?;
+        let (channel, first) = open_first(&state, Flow::Dkg, req.client_message.0).await?;
+        let auth_key = first
+            .auth_key
+            .ok_or(ProtocolError::Unauthorized("createAccount must register a device key"))?;
+        let (machine, sid, reply) = cpu(move || EnclaveDkg::start(&first.protocol)).await??;
+        let server_message = sealed(&channel, 0, &reply)?;
+        let machine = Machine::Dkg {
+            machine: Box::new(machine),
+            label: req.label,
+            client_node_id: req.client_node_id,
+            auth_key,
+        };
+        state.sessions.insert(
+            sid,
+            Live {
+                machine,
+                channel,
+                next_step: 1,
+            },
+        )?;
+        info!(flow = "dkg", session = %short(&sid), "session started");
+        Ok(Json(StartResponse {
+            request_id: rid.clone(),
+            session_id: sid.to_hex(),
+            server_message,
+        }))
+    }
+    .await
+    .map_err(|e: ApiError| e.with_request_id(&rid))
+}
+
+async fn create_step(
+    State(state): State<Arc<AppState>>,
+    hid: HeaderRequestId,
+    ApiJson(req): ApiJson<StepRequest>,
+) -> Result<Json<CreateAccountStepResponse>, ApiError> {
+    let rid = request_id(&req.request_id, hid);
+    let sid = parse_session(&req.session_id).map_err(|e| e.with_request_id(&rid))?;
+    let result = async {
+        let Live {
+            machine,
+            mut channel,
+            next_step,
+        } = state.sessions.take(&sid, Flow::Dkg)?;
+        let Machine::Dkg {
+            mut machine,
+            label,
+            client_node_id,
+            auth_key,
+        } = machine
+        else {
+            return Err(ApiError::new(ErrorCode::InternalError, "session table mixed flows"));
+        };
+        let wire = req.client_message.0;
+        let (machine, channel, next) = cpu(move || {
+            let next = channel.open(next_step, &wire).and_then(|m| machine.step(&m));
+            (machine, channel, next)
+        })
+        .await?;
+        match next? {
+            Next::Send(reply) => {
+                let server_message = sealed(&channel, next_step, &reply)?;
+                let machine = Machine::Dkg {
+                    machine,
+                    label,
+                    client_node_id,
+                    auth_key,
+                };
+                state.sessions.put_back(
+                    &sid,
+                    Live {
+                        machine,
+                        channel,
+                        next_step: next_step + 1,
+                    },
+                )?;
+                Ok(CreateAccountStepResponse {
+                    request_id: rid.clone(),
+                    session_id: sid.to_hex(),
+                    status: Status::Continue,
+                    server_message: Some(server_message),
+                    account_id: None,
+                    address: None,
+                    public_key: None,
+                })
+            }
+            Next::Done(share) => {
+                let id =
+                    AccountId::random().map_err(|_| ApiError::new(ErrorCode::InternalError, "system RNG failed"))?;
+                let public_key = share.public_key();
+                let address = share.address().to_checksum();
+                // Persist before answering DONE: a DONE always means the share is durable.
+                state
+                    .keystore
+                    .save(StoredAccount {
+                        id,
+                        label,
+                        client_node_id,
+                        created_at: now(),
+                        auth_key: Some(auth_key),
+                        current: Arc::new(share),
+                        pending: None,
+                        locked: None,
+                    })
+                    .await?;
+                state.sessions.remove(&sid);
+                info!(flow = "dkg", session = %short(&sid), account = %id, "account created");
+                Ok(CreateAccountStepResponse {
+                    request_id: rid.clone(),
+                    session_id: sid.to_hex(),
+                    status: Status::Done,
+                    server_message: None,
+                    account_id: Some(id),
+                    address: Some(address),
+                    public_key: Some(public_key),
+                })
+            }
+        }
+    }
+    .await;
+    finish_step(&state, &sid, result, &rid).await.map(Json)
+}
+
 async fn sign_start(
     State(state): State<Arc<AppState>>,
     hid: HeaderRequestId,
@@ -356,24 +460,32 @@ async fn sign_start(
 ) -> Result<Json<StartResponse>, ApiError> {
     let rid = request_id(&req.request_id, hid);
     async {
-        let start = EnclaveSign::parse_start(&req.client_message.0)?;
         let account = load_active(&state, req.account_id).await?;
         state.sessions.check_capacity()?;
+        let (channel, first) = open_first(&state, Flow::Sign, req.client_message.0).await?;
+        let start = EnclaveSign::parse_start(&first.protocol)?;
+        authorize(&state, &account, Flow::Sign, &first)?;
         let (share, pending) = share_for(&account, start.share_id())?;
         let (machine, sid, reply) = cpu(move || EnclaveSign::start(start, share)).await??;
+        let server_message = sealed(&channel, 0, &reply)?;
+        let machine = Machine::Sign {
+            machine: Box::new(machine),
+            account: req.account_id,
+            confirms_refresh: pending,
+        };
         state.sessions.insert(
             sid,
-            Machine::Sign {
-                machine: Box::new(machine),
-                account: req.account_id,
-                confirms_refresh: pending,
+            Live {
+                machine,
+                channel,
+                next_step: 1,
             },
         )?;
         info!(flow = "sign", session = %short(&sid), account = %req.account_id, "session started");
         Ok(Json(StartResponse {
             request_id: rid.clone(),
             session_id: sid.to_hex(),
-            server_message: B64(reply),
+            server_message,
         }))
     }
     .await
@@ -388,18 +500,23 @@ async fn sign_step(
     let rid = request_id(&req.request_id, hid);
     let sid = parse_session(&req.session_id).map_err(|e| e.with_request_id(&rid))?;
     let result = async {
+        let Live {
+            machine,
+            mut channel,
+            next_step,
+        } = state.sessions.take(&sid, Flow::Sign)?;
         let Machine::Sign {
             mut machine,
             account,
             confirms_refresh,
-        } = state.sessions.take(&sid, Flow::Sign)?
+        } = machine
         else {
             return Err(ApiError::new(ErrorCode::InternalError, "session table mixed flows"));
         };
-        let msg = req.client_message.0;
-        let (machine, partial) = cpu(move || {
-            let p = machine.step(&msg);
-            (machine, p)
+        let wire = req.client_message.0;
+        let (machine, channel, partial) = cpu(move || {
+            let p = channel.open(next_step, &wire).and_then(|m| machine.step(&m));
+            (machine, channel, p)
         })
         .await?;
         let partial = match partial {
@@ -411,6 +528,7 @@ async fn sign_step(
                 return Err(e.into());
             }
         };
+        let server_partial = sealed(&channel, next_step, &partial)?;
         if confirms_refresh {
             promote(&state, account, machine.share_id()).await?;
         }
@@ -421,7 +539,7 @@ async fn sign_step(
             session_id: sid.to_hex(),
             status: Status::Done,
             server_message: None,
-            server_partial: Some(B64(partial)),
+            server_partial: Some(server_partial),
         })
     }
     .await;
@@ -435,9 +553,11 @@ async fn recover_start(
 ) -> Result<Json<RecoverResponse>, ApiError> {
     let rid = request_id(&req.request_id, hid);
     async {
-        let msg = req.client_message.0;
-        let start = cpu(move || EnclaveRecover::parse_start(&msg)).await??;
         let account = load_active(&state, req.account_id).await?;
+        let (_channel, first) = open_first(&state, Flow::Recover, req.client_message.0).await?;
+        authorize(&state, &account, Flow::Recover, &first)?;
+        let protocol = first.protocol;
+        let start = cpu(move || EnclaveRecover::parse_start(&protocol)).await??;
         let Some((share, pending)) = account.share_for(start.share_id()) else {
             return Err(ProtocolError::RecoveryFailed.into());
         };
@@ -465,10 +585,12 @@ async fn refresh_start(
 ) -> Result<Json<StartResponse>, ApiError> {
     let rid = request_id(&req.request_id, hid);
     async {
-        let msg = req.client_message.0;
-        let start = cpu(move || EnclaveRefresh::parse_start(&msg)).await??;
         let account = load_active(&state, req.account_id).await?;
         state.sessions.check_capacity()?;
+        let (channel, first) = open_first(&state, Flow::Refresh, req.client_message.0).await?;
+        authorize(&state, &account, Flow::Refresh, &first)?;
+        let protocol = first.protocol;
+        let start = cpu(move || EnclaveRefresh::parse_start(&protocol)).await??;
         let (share, pending) = share_for(&account, start.share_id())?;
         if pending {
             return Err(ApiError::new(
@@ -477,18 +599,24 @@ async fn refresh_start(
             ));
         }
         let (machine, sid, reply) = cpu(move || EnclaveRefresh::start(start, share)).await??;
+        let server_message = sealed(&channel, 0, &reply)?;
+        let machine = Machine::Refresh {
+            machine: Box::new(machine),
+            account: req.account_id,
+        };
         state.sessions.insert(
             sid,
-            Machine::Refresh {
-                machine: Box::new(machine),
-                account: req.account_id,
+            Live {
+                machine,
+                channel,
+                next_step: 1,
             },
         )?;
         info!(flow = "refresh", session = %short(&sid), account = %req.account_id, "session started");
         Ok(Json(StartResponse {
             request_id: rid.clone(),
             session_id: sid.to_hex(),
-            server_message: B64(reply),
+            server_message,
         }))
     }
     .await
@@ -503,28 +631,41 @@ async fn refresh_step(
     let rid = request_id(&req.request_id, hid);
     let sid = parse_session(&req.session_id).map_err(|e| e.with_request_id(&rid))?;
     let result = async {
-        let Machine::Refresh { mut machine, account } = state.sessions.take(&sid, Flow::Refresh)? else {
+        let Live {
+            machine,
+            mut channel,
+            next_step,
+        } = state.sessions.take(&sid, Flow::Refresh)?;
+        let Machine::Refresh { mut machine, account } = machine else {
             return Err(ApiError::new(ErrorCode::InternalError, "session table mixed flows"));
         };
-        let msg = req.client_message.0;
-        let (machine, next) = cpu(move || {
-            let next = machine.step(&msg);
-            (machine, next)
+        let wire = req.client_message.0;
+        let (machine, channel, next) = cpu(move || {
+            let next = channel.open(next_step, &wire).and_then(|m| machine.step(&m));
+            (machine, channel, next)
         })
         .await?;
         match next? {
             Next::Send(reply) => {
-                state.sessions.put_back(&sid, Machine::Refresh { machine, account })?;
+                let server_message = sealed(&channel, next_step, &reply)?;
+                state.sessions.put_back(
+                    &sid,
+                    Live {
+                        machine: Machine::Refresh { machine, account },
+                        channel,
+                        next_step: next_step + 1,
+                    },
+                )?;
                 Ok(RefreshStepResponse {
                     request_id: rid.clone(),
                     session_id: sid.to_hex(),
                     status: Status::Continue,
-                    server_message: Some(B64(reply)),
+                    server_message: Some(server_message),
                 })
             }
             Next::Done(new_share) => {
                 // Stored as pending beside the current share: the old one stays usable
-                // until the device proves it stored its new half.
+                // until the device proves it holds its new half.
                 let new_share = Arc::new(new_share);
                 state
                     .keystore

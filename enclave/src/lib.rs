@@ -10,15 +10,22 @@
 //!                  └─▶ keystore ─▶ Sealer (AEAD, master key) ─▶ BlobStore (file | memory)
 //! ```
 //!
-//! Only mock mode exists so far: a local master key file instead of KMS, and no
-//! attestation. `/v1/health` reports `mockMode` so no client can mistake it for Nitro.
+//! Every protocol payload travels sealed end to end (HPKE to the enclave's channel key,
+//! published in its attestation document), and every flow on an account must be
+//! authorized by the device key registered at createAccount (DESIGN.md §5).
+//!
+//! Only mock mode runs so far: a local master key file instead of KMS and a development
+//! attestation chain instead of the NSM. `/v1/health` reports `mockMode` so no client can
+//! mistake it for Nitro.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod attester;
 pub mod config;
 pub mod error;
 pub mod keystore;
+pub mod replay;
 pub mod server;
 pub mod sessions;
 

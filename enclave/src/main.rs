@@ -95,6 +95,12 @@ async fn main() -> ExitCode {
     };
     // Tests and scripts read this line to learn the address (port 0 picks a free port).
     println!("tandem-enclave listening on {} (mock mode)", listener.local_addr());
+    if let Some(root) = server.dev_root_pem() {
+        println!(
+            "development attestation root: {} (clients must opt in to trust it)",
+            root.display()
+        );
+    }
     tracing::warn!("MOCK MODE: development platform, not for real funds");
 
     let shutdown = CancellationToken::new();

@@ -9,32 +9,54 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::api::{AppState, router};
+use crate::attester::{AttestError, Attester, MockAttester};
 use crate::config::{Config, ListenAddr, StoreKind};
 use crate::keystore::{BlobStore, FileBlobStore, Keystore, KeystoreError, MemoryBlobStore, Sealer};
+use crate::replay::ReplayCache;
 use crate::sessions::Sessions;
+use tandem_core::channel::ChannelKeypair;
 
 /// A configured server, ready to serve on a listener.
 pub struct Server {
     state: Arc<AppState>,
     max_body_bytes: usize,
+    dev_root: Option<std::path::PathBuf>,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The keystore (master key, blob directory) could not be opened.
+    #[error("keystore: {0}")]
+    Keystore(#[from] KeystoreError),
+    /// The attester could not be set up.
+    #[error("attestation: {0}")]
+    Attest(#[from] AttestError),
 }
 
 impl Server {
     /// Opens the keystore (creating the master key on first start) and builds the state.
-    pub fn open(config: &Config) -> Result<Self, KeystoreError> {
+    pub fn open(config: &Config) -> Result<Self, OpenError> {
         let sealer = Sealer::load_or_create_master_key(&config.data_dir.join("master.key"))?;
         let store: Arc<dyn BlobStore> = match config.store {
             StoreKind::File => Arc::new(FileBlobStore::open(config.data_dir.join("accounts"))?),
             StoreKind::Memory => Arc::new(MemoryBlobStore::default()),
         };
+        let mock = MockAttester::load_or_create(&config.data_dir.join("attestation"))?;
+        let dev_root = Some(mock.root_pem_path().to_path_buf());
+        let attester: Arc<dyn Attester> = Arc::new(mock);
         let state = AppState {
             sessions: Sessions::new(config.session_ttl, config.max_sessions),
             keystore: Keystore::new(store, sealer),
-            mock_mode: true,
+            mock_mode: attester.is_mock(),
+            channel: ChannelKeypair::generate(),
+            attester,
+            replay: ReplayCache::new(Duration::from_secs(900), 1 << 20),
         };
         Ok(Server {
             state: Arc::new(state),
             max_body_bytes: config.max_body_bytes,
+            dev_root,
         })
     }
 
@@ -47,6 +69,12 @@ impl Server {
                 Duration::from_secs(60),
             ))
             .layer(TraceLayer::new_for_http())
+    }
+
+    /// In mock mode, the development attestation root (PEM file) clients must be told to
+    /// trust (`danger_allow_mock`).
+    pub fn dev_root_pem(&self) -> Option<&std::path::Path> {
+        self.dev_root.as_deref()
     }
 
     /// The shared state (sessions, keystore).
@@ -98,6 +126,7 @@ pub async fn run(server: Server, listener: Listener, shutdown: CancellationToken
         loop {
             tokio::select! {
                 _ = tick.tick() => {
+                    state.replay.prune();
                     let n = state.sessions.reap();
                     if n > 0 {
                         tracing::info!(expired = n, "reaped expired sessions");

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use tandem_core::channel::EnclaveChannel;
 use tandem_core::engine::{EnclaveDkg, EnclaveRefresh, EnclaveSign};
 use tandem_core::{AccountId, ErrorCode, Flow, SessionId};
 
@@ -22,6 +23,8 @@ pub enum Machine {
         machine: Box<EnclaveDkg>,
         /// Label from `createAccount/start`.
         label: Option<String>,
+        /// The device's auth public key, registered with the account.
+        auth_key: [u8; 32],
         /// Device id from `createAccount/start`.
         client_node_id: Option<String>,
     },
@@ -55,11 +58,22 @@ impl Machine {
     }
 }
 
+/// A session's state between steps: the protocol machine, the sealed channel it talks
+/// through, and the step the device's next message must carry.
+pub struct Live {
+    /// The protocol machine.
+    pub machine: Machine,
+    /// The end-to-end channel of this session.
+    pub channel: EnclaveChannel,
+    /// The step number of the device's next message.
+    pub next_step: u8,
+}
+
 struct Entry {
     created: Instant,
     flow: Flow,
     /// `None` while a step is running (the machine is out on the blocking pool).
-    machine: Option<Machine>,
+    live: Option<Live>,
 }
 
 /// The table of live sessions.
@@ -96,7 +110,7 @@ impl Sessions {
     }
 
     /// Stores a new session.
-    pub fn insert(&self, id: SessionId, machine: Machine) -> Result<(), ApiError> {
+    pub fn insert(&self, id: SessionId, live: Live) -> Result<(), ApiError> {
         let mut table = self.table.lock().map_err(|_| busy())?;
         if table.len() >= self.max {
             return Err(ApiError::new(
@@ -108,8 +122,8 @@ impl Sessions {
             id,
             Entry {
                 created: Instant::now(),
-                flow: machine.flow(),
-                machine: Some(machine),
+                flow: live.machine.flow(),
+                live: Some(live),
             },
         );
         Ok(())
@@ -118,7 +132,7 @@ impl Sessions {
     /// Takes the machine of session `id` for one step. The session stays in the table,
     /// marked busy, until [`Sessions::put_back`] or [`Sessions::remove`]: a concurrent
     /// step of the same session is refused instead of racing.
-    pub fn take(&self, id: &SessionId, flow: Flow) -> Result<Machine, ApiError> {
+    pub fn take(&self, id: &SessionId, flow: Flow) -> Result<Live, ApiError> {
         let mut table = self.table.lock().map_err(|_| busy())?;
         let Some(entry) = table.get_mut(id) else {
             return Err(ApiError::new(
@@ -140,16 +154,16 @@ impl Sessions {
             ));
         }
         entry
-            .machine
+            .live
             .take()
             .ok_or_else(|| ApiError::new(ErrorCode::InvalidSession, "a step of this session is already running"))
     }
 
     /// Returns a machine after a successful, non-final step.
-    pub fn put_back(&self, id: &SessionId, machine: Machine) -> Result<(), ApiError> {
+    pub fn put_back(&self, id: &SessionId, live: Live) -> Result<(), ApiError> {
         let mut table = self.table.lock().map_err(|_| busy())?;
         if let Some(entry) = table.get_mut(id) {
-            entry.machine = Some(machine);
+            entry.live = Some(live);
         }
         Ok(())
     }

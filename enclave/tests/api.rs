@@ -1,24 +1,43 @@
 //! Handler-level tests: the enclave's router driven in process (no socket) by the device
-//! machines of `tandem-core`, so every status code and error code can be asserted.
+//! machines of `tandem-core` through the sealed channel, so every status code and error
+//! code can be asserted, and everything a host would see can be captured.
 #![allow(clippy::unwrap_used)] // test helpers, not only #[test] fns, unwrap
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
+use tandem_core::Flow;
+use tandem_core::auth::{DeviceAuthKey, FirstMessage};
+use tandem_core::channel::ClientChannel;
 use tandem_core::engine::{DeviceDkg, DeviceRecover, DeviceRefresh, DeviceSign};
 use tandem_core::{KeyShare, PublicKey};
 use tandem_enclave::config::StoreKind;
 use tandem_enclave::{Config, Server};
+use tandem_sdk::attestation::AttestationPolicy;
 use tower::ServiceExt;
 
 struct Harness {
     server: Server,
+    policy: AttestationPolicy,
+    /// Every request and response body, as the host would see them.
+    capture: Mutex<Vec<u8>>,
     _dir: tempfile::TempDir,
+}
+
+/// A device: its share and auth key for one account.
+struct Dev {
+    account: String,
+    share: Arc<KeyShare>,
+    auth: DeviceAuthKey,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
 impl Harness {
@@ -31,8 +50,13 @@ impl Harness {
         let mut config = Config::mock(dir.path());
         config.store = StoreKind::Memory;
         f(&mut config);
+        let server = Server::open(&config).unwrap();
+        let pem = std::fs::read_to_string(server.dev_root_pem().unwrap()).unwrap();
+        let policy = AttestationPolicy::nitro().danger_allow_mock(&pem).unwrap();
         Harness {
-            server: Server::open(&config).unwrap(),
+            server,
+            policy,
+            capture: Mutex::new(Vec::new()),
             _dir: dir,
         }
     }
@@ -45,12 +69,15 @@ impl Harness {
         let resp = self.server.app().oneshot(req).await.unwrap();
         let status = resp.status();
         let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        self.capture.lock().unwrap().extend_from_slice(&bytes);
         let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         (status, value)
     }
 
     async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.raw(path, Body::from(body.to_string())).await
+        let text = body.to_string();
+        self.capture.lock().unwrap().extend_from_slice(text.as_bytes());
+        self.raw(path, Body::from(text)).await
     }
 
     async fn ok(&self, path: &str, body: Value) -> Value {
@@ -59,16 +86,35 @@ impl Harness {
         v
     }
 
-    async fn create_account(&self) -> (String, Arc<KeyShare>) {
+    /// Fetches and verifies the enclave's attestation; returns its channel key.
+    async fn key(&self) -> [u8; 32] {
+        let nonce = [9u8; 32];
+        let r = self.ok("/v1/attestation", json!({"nonce": b64(&nonce)})).await;
+        let doc = self
+            .policy
+            .verify(&unb64(&r["document"]), unix_now(), Some(&nonce))
+            .unwrap();
+        doc.document.public_key.unwrap().try_into().unwrap()
+    }
+
+    async fn create_account(&self) -> Dev {
+        let auth = DeviceAuthKey::generate().unwrap();
         let (mut d, m0) = DeviceDkg::start().unwrap();
+        let first = FirstMessage {
+            protocol: m0,
+            auth_key: Some(auth.public_key()),
+            authorization: None,
+        };
+        let (mut ch, wire) = ClientChannel::seal_first(&self.key().await, Flow::Dkg, &first.encode().unwrap()).unwrap();
         let r = self
             .ok(
                 "/v1/createAccount/start",
-                json!({"label": "t", "clientMessage": b64(&m0)}),
+                json!({"label": "t", "clientMessage": b64(&wire)}),
             )
             .await;
         let sid = r["sessionId"].as_str().unwrap().to_string();
-        let m1 = d.receive(&unb64(&r["serverMessage"])).unwrap();
+        let m1 = d.receive(&ch.open(0, &unb64(&r["serverMessage"])).unwrap()).unwrap();
+        let m1 = ch.seal(1, &m1).unwrap();
         let r = self
             .ok(
                 "/v1/createAccount/step",
@@ -76,7 +122,8 @@ impl Harness {
             )
             .await;
         assert_eq!(r["status"], "CONTINUE");
-        let m2 = d.receive(&unb64(&r["serverMessage"])).unwrap();
+        let m2 = d.receive(&ch.open(1, &unb64(&r["serverMessage"])).unwrap()).unwrap();
+        let m2 = ch.seal(2, &m2).unwrap();
         let r = self
             .ok(
                 "/v1/createAccount/step",
@@ -87,34 +134,43 @@ impl Harness {
         let pk: PublicKey = serde_json::from_value(r["publicKey"].clone()).unwrap();
         let share = d.finish(&pk).unwrap();
         assert_eq!(r["address"], share.address().to_checksum());
-        (r["accountId"].as_str().unwrap().to_string(), Arc::new(share))
+        Dev {
+            account: r["accountId"].as_str().unwrap().to_string(),
+            share: Arc::new(share),
+            auth,
+        }
     }
 
-    /// Starts a sign session; returns the device machine, the session id and step message.
-    async fn sign_start(
-        &self,
-        account: &str,
-        share: &Arc<KeyShare>,
-        digest: [u8; 32],
-    ) -> (DeviceSign, String, Vec<u8>) {
-        let (mut d, m0) = DeviceSign::start(share.clone(), digest).unwrap();
+    /// The sealed first message of an account flow, authorized by `auth`.
+    async fn first(&self, dev: &Dev, auth: &DeviceAuthKey, flow: Flow, protocol: Vec<u8>) -> (ClientChannel, Vec<u8>) {
+        let account: tandem_core::AccountId = dev.account.parse_id();
+        let authorization = auth.authorize(&account, flow, &protocol, unix_now());
+        let first = FirstMessage {
+            protocol,
+            auth_key: None,
+            authorization: Some(authorization),
+        };
+        ClientChannel::seal_first(&self.key().await, flow, &first.encode().unwrap()).unwrap()
+    }
+
+    /// Starts a sign session; returns the device machine, channel, session id and the
+    /// sealed step message.
+    async fn sign_start(&self, dev: &Dev, digest: [u8; 32]) -> (DeviceSign, ClientChannel, String, Vec<u8>) {
+        let (mut d, m0) = DeviceSign::start(dev.share.clone(), digest).unwrap();
+        let (mut ch, wire) = self.first(dev, &dev.auth, Flow::Sign, m0).await;
         let r = self
             .ok(
                 "/v1/sign/start",
-                json!({"accountId": account, "clientMessage": b64(&m0)}),
+                json!({"accountId": dev.account, "clientMessage": b64(&wire)}),
             )
             .await;
-        let m1 = d.receive(&unb64(&r["serverMessage"])).unwrap();
-        (d, r["sessionId"].as_str().unwrap().to_string(), m1)
+        let m1 = d.receive(&ch.open(0, &unb64(&r["serverMessage"])).unwrap()).unwrap();
+        let m1 = ch.seal(1, &m1).unwrap();
+        (d, ch, r["sessionId"].as_str().unwrap().to_string(), m1)
     }
 
-    async fn sign(
-        &self,
-        account: &str,
-        share: &Arc<KeyShare>,
-        digest: [u8; 32],
-    ) -> Result<tandem_core::Signature, (StatusCode, Value)> {
-        let (d, sid, m1) = self.sign_start(account, share, digest).await;
+    async fn sign(&self, dev: &Dev, digest: [u8; 32]) -> Result<tandem_core::Signature, (StatusCode, Value)> {
+        let (d, ch, sid, m1) = self.sign_start(dev, digest).await;
         let (status, r) = self
             .post("/v1/sign/step", json!({"sessionId": sid, "clientMessage": b64(&m1)}))
             .await;
@@ -122,11 +178,34 @@ impl Harness {
             return Err((status, r));
         }
         assert_eq!(r["status"], "DONE");
-        Ok(d.finish(&unb64(&r["serverPartial"])).unwrap())
+        Ok(d.finish(&ch.open(1, &unb64(&r["serverPartial"])).unwrap()).unwrap())
+    }
+
+    /// A sign start authorized by `auth` (maybe not the account's key); returns the answer.
+    async fn try_sign_start(&self, dev: &Dev, auth: &DeviceAuthKey, digest: [u8; 32]) -> (StatusCode, Value, Vec<u8>) {
+        let (_d, m0) = DeviceSign::start(dev.share.clone(), digest).unwrap();
+        let (_ch, wire) = self.first(dev, auth, Flow::Sign, m0).await;
+        let (status, v) = self
+            .post(
+                "/v1/sign/start",
+                json!({"accountId": dev.account, "clientMessage": b64(&wire)}),
+            )
+            .await;
+        (status, v, wire)
     }
 
     async fn accounts(&self) -> usize {
         self.server.state().keystore.list().await.unwrap().len()
+    }
+}
+
+trait ParseId {
+    fn parse_id(&self) -> tandem_core::AccountId;
+}
+
+impl ParseId for String {
+    fn parse_id(&self) -> tandem_core::AccountId {
+        tandem_core::AccountId::parse(self).unwrap()
     }
 }
 
@@ -154,85 +233,120 @@ async fn health_reports_mock_mode() {
 }
 
 #[tokio::test]
+async fn mock_attestation_verifies_only_with_the_dev_root_and_binds_the_nonce() {
+    let h = Harness::new();
+    let r = h.ok("/v1/attestation", json!({"nonce": b64(b"fresh")})).await;
+    let doc = unb64(&r["document"]);
+    let v = h.policy.verify(&doc, unix_now(), Some(b"fresh")).unwrap();
+    assert!(v.mock);
+    assert_eq!(v.document.public_key.as_deref().map(<[u8]>::len), Some(32));
+    assert!(h.policy.verify(&doc, unix_now(), Some(b"other")).is_err());
+    // The production policy (AWS root) refuses a mock document.
+    let err = AttestationPolicy::nitro().verify(&doc, unix_now(), None).unwrap_err();
+    assert!(
+        matches!(err, tandem_sdk::attestation::AttestationError::UntrustedRoot(_)),
+        "{err:?}"
+    );
+    // Another mock enclave's root is another root.
+    let other = Harness::new();
+    assert!(other.policy.verify(&doc, unix_now(), None).is_err());
+    let (status, v) = h.post("/v1/attestation", json!({"nonce": b64(&[0u8; 600])})).await;
+    assert_eq!((status, code(&v)), (StatusCode::BAD_REQUEST, "INVALID_REQUEST"));
+}
+
+#[tokio::test]
 async fn create_sign_recover_refresh_over_the_api() {
     let h = Harness::new();
-    let (account, share) = h.create_account().await;
+    let dev = h.create_account().await;
     let info = h
-        .ok("/v1/getPublicKey", json!({"accountId": account, "requestId": "abc"}))
+        .ok(
+            "/v1/getPublicKey",
+            json!({"accountId": dev.account, "requestId": "abc"}),
+        )
         .await;
     assert_eq!(info["requestId"], "abc");
-    assert_eq!(info["address"], share.address().to_checksum());
+    assert_eq!(info["address"], dev.share.address().to_checksum());
 
-    h.sign(&account, &share, [7; 32]).await.unwrap();
+    h.sign(&dev, [7; 32]).await.unwrap();
 
-    let m = DeviceRecover::message(&share).unwrap();
+    let m = DeviceRecover::message(&dev.share).unwrap();
+    let (_, wire) = h.first(&dev, &dev.auth, Flow::Recover, m).await;
     let r = h
         .ok(
             "/v1/recover/start",
-            json!({"accountId": account, "clientMessage": b64(&m)}),
+            json!({"accountId": dev.account, "clientMessage": b64(&wire)}),
         )
         .await;
     assert_eq!(r["status"], "DONE");
-    assert_eq!(r["address"], share.address().to_checksum());
+    assert_eq!(r["address"], dev.share.address().to_checksum());
 
     // Refresh, then the old share still works until the device uses the new one.
-    let (mut d, m0) = DeviceRefresh::start(share.clone()).unwrap();
+    let (mut d, m0) = DeviceRefresh::start(dev.share.clone()).unwrap();
+    let (mut ch, wire) = h.first(&dev, &dev.auth, Flow::Refresh, m0).await;
     let r = h
         .ok(
             "/v1/refresh/start",
-            json!({"accountId": account, "clientMessage": b64(&m0)}),
+            json!({"accountId": dev.account, "clientMessage": b64(&wire)}),
         )
         .await;
     let sid = r["sessionId"].as_str().unwrap().to_string();
-    let m1 = d.receive(&unb64(&r["serverMessage"])).unwrap();
+    let m1 = ch
+        .seal(
+            1,
+            &d.receive(&ch.open(0, &unb64(&r["serverMessage"])).unwrap()).unwrap(),
+        )
+        .unwrap();
     let r = h
         .ok("/v1/refresh/step", json!({"sessionId": sid, "clientMessage": b64(&m1)}))
         .await;
-    let m2 = d.receive(&unb64(&r["serverMessage"])).unwrap();
+    let m2 = ch
+        .seal(
+            2,
+            &d.receive(&ch.open(1, &unb64(&r["serverMessage"])).unwrap()).unwrap(),
+        )
+        .unwrap();
     let r = h
         .ok("/v1/refresh/step", json!({"sessionId": sid, "clientMessage": b64(&m2)}))
         .await;
     assert_eq!(r["status"], "DONE");
-    let new_share = Arc::new(d.finish().unwrap());
-    assert_eq!(new_share.public_key(), share.public_key());
+    let new = Dev {
+        account: dev.account.clone(),
+        share: Arc::new(d.finish().unwrap()),
+        auth: dev.auth.clone(),
+    };
+    assert_eq!(new.share.public_key(), dev.share.public_key());
 
     // Naming the new generation proves nothing: a start that never completes (say, the
     // host replays the new share id) must not retire the old share.
-    let _abandoned = h.sign_start(&account, &new_share, [11; 32]).await;
+    let _abandoned = h.sign_start(&new, [11; 32]).await;
     // A second refresh before the first is confirmed is refused.
-    let (_, m0) = DeviceRefresh::start(new_share.clone()).unwrap();
+    let (_, m0) = DeviceRefresh::start(new.share.clone()).unwrap();
+    let (_, wire) = h.first(&new, &new.auth, Flow::Refresh, m0).await;
     let (status, v) = h
         .post(
             "/v1/refresh/start",
-            json!({"accountId": account, "clientMessage": b64(&m0)}),
+            json!({"accountId": dev.account, "clientMessage": b64(&wire)}),
         )
         .await;
     assert_eq!(
         (status, code(&v)),
         (StatusCode::UNPROCESSABLE_ENTITY, "MPC_INVALID_SHARE")
     );
-    let old = h.sign(&account, &share, [8; 32]).await;
+    let old = h.sign(&dev, [8; 32]).await;
     assert!(old.is_ok(), "old share works until the new one is used: {old:?}");
-    h.sign(&account, &new_share, [9; 32])
-        .await
-        .expect("the new share works");
+    h.sign(&new, [9; 32]).await.expect("the new share works");
     // Using the new share promoted it: the old one is gone.
-    let (_, m0) = DeviceSign::start(share.clone(), [10; 32]).unwrap();
-    let (status, v) = h
-        .post(
-            "/v1/sign/start",
-            json!({"accountId": account, "clientMessage": b64(&m0)}),
-        )
-        .await;
+    let (status, v, _) = h.try_sign_start(&dev, &dev.auth, [10; 32]).await;
     assert_eq!(
         (status, code(&v)),
         (StatusCode::UNPROCESSABLE_ENTITY, "MPC_INVALID_SHARE")
     );
-    let m = DeviceRecover::message(&share).unwrap();
+    let m = DeviceRecover::message(&dev.share).unwrap();
+    let (_, wire) = h.first(&dev, &dev.auth, Flow::Recover, m).await;
     let (status, v) = h
         .post(
             "/v1/recover/start",
-            json!({"accountId": account, "clientMessage": b64(&m)}),
+            json!({"accountId": dev.account, "clientMessage": b64(&wire)}),
         )
         .await;
     assert_eq!(
@@ -242,12 +356,115 @@ async fn create_sign_recover_refresh_over_the_api() {
 }
 
 #[tokio::test]
-async fn replayed_cross_session_and_out_of_order_messages() {
+async fn the_host_sees_no_protocol_plaintext() {
     let h = Harness::new();
-    let (account, share) = h.create_account().await;
+    // Run a DKG and a sign while recording the device's plaintexts.
+    let auth = DeviceAuthKey::generate().unwrap();
+    let mut plaintexts: Vec<Vec<u8>> = Vec::new();
+    let (mut d, m0) = DeviceDkg::start().unwrap();
+    plaintexts.push(m0.clone());
+    let first = FirstMessage {
+        protocol: m0,
+        auth_key: Some(auth.public_key()),
+        authorization: None,
+    };
+    let (mut ch, wire) = ClientChannel::seal_first(&h.key().await, Flow::Dkg, &first.encode().unwrap()).unwrap();
+    let r = h
+        .ok("/v1/createAccount/start", json!({"clientMessage": b64(&wire)}))
+        .await;
+    let sid = r["sessionId"].as_str().unwrap().to_string();
+    let r0 = ch.open(0, &unb64(&r["serverMessage"])).unwrap().to_vec();
+    let m1 = d.receive(&r0).unwrap();
+    plaintexts.extend([r0, m1.clone()]);
+    let r = h
+        .ok(
+            "/v1/createAccount/step",
+            json!({"sessionId": sid, "clientMessage": b64(&ch.seal(1, &m1).unwrap())}),
+        )
+        .await;
+    let r1 = ch.open(1, &unb64(&r["serverMessage"])).unwrap().to_vec();
+    let m2 = d.receive(&r1).unwrap();
+    plaintexts.extend([r1, m2.clone()]);
+    let r = h
+        .ok(
+            "/v1/createAccount/step",
+            json!({"sessionId": sid, "clientMessage": b64(&ch.seal(2, &m2).unwrap())}),
+        )
+        .await;
+    let pk: PublicKey = serde_json::from_value(r["publicKey"].clone()).unwrap();
+    let dev = Dev {
+        account: r["accountId"].as_str().unwrap().into(),
+        share: Arc::new(d.finish(&pk).unwrap()),
+        auth,
+    };
+
+    let digest = [0x5a; 32];
+    let (mut d, m0) = DeviceSign::start(dev.share.clone(), digest).unwrap();
+    plaintexts.push(m0.clone());
+    let (mut ch, wire) = h.first(&dev, &dev.auth, Flow::Sign, m0).await;
+    let r = h
+        .ok(
+            "/v1/sign/start",
+            json!({"accountId": dev.account, "clientMessage": b64(&wire)}),
+        )
+        .await;
+    let r0 = ch.open(0, &unb64(&r["serverMessage"])).unwrap().to_vec();
+    let m1 = d.receive(&r0).unwrap();
+    plaintexts.extend([r0, m1.clone()]);
+    let sid = r["sessionId"].as_str().unwrap().to_string();
+    let r = h
+        .ok(
+            "/v1/sign/step",
+            json!({"sessionId": sid, "clientMessage": b64(&ch.seal(1, &m1).unwrap())}),
+        )
+        .await;
+    let partial = ch.open(1, &unb64(&r["serverPartial"])).unwrap().to_vec();
+    d.finish(&partial).unwrap();
+    plaintexts.push(partial);
+
+    // Everything on the wire, with every base64 field decoded as the host could.
+    let captured = h.capture.lock().unwrap().clone();
+    let mut haystack = captured.clone();
+    for token in String::from_utf8_lossy(&captured).split('"') {
+        if let Ok(bytes) = B64.decode(token) {
+            haystack.extend_from_slice(&bytes);
+        }
+    }
+    let seen: std::collections::HashSet<&[u8]> = haystack.windows(24).collect();
+    assert!(
+        !haystack.windows(32).any(|w| w == digest),
+        "the digest is visible to the host"
+    );
+    // Public values may legitimately appear (the DONE answer carries the public key).
+    let pk = dev.share.public_key();
+    let public: Vec<u8> = [
+        pk.to_compressed().to_vec(),
+        pk.to_uncompressed().to_vec(),
+        pk.to_hex().into_bytes(),
+    ]
+    .concat();
+    let mut checked = 0;
+    for (i, p) in plaintexts.iter().enumerate() {
+        // Skip the 39-byte envelope header (magic, version, flow, direction, step, binding).
+        for (j, w) in p[39..].chunks(24).enumerate().filter(|(_, c)| c.len() == 24) {
+            let distinct: std::collections::HashSet<&u8> = w.iter().collect();
+            if distinct.len() < 12 || public.windows(24).any(|x| x == w) {
+                continue; // padding or public data, not a secret-bearing fragment
+            }
+            checked += 1;
+            assert!(!seen.contains(w), "plaintext {i}, chunk {j} is visible to the host");
+        }
+    }
+    assert!(checked > 10_000, "only {checked} fragments checked");
+}
+
+#[tokio::test]
+async fn sealed_payloads_replayed_reflected_or_tampered_abort_the_session() {
+    let h = Harness::new();
+    let dev = h.create_account().await;
 
     // Replay: a completed step sent again finds no session.
-    let (_d, sid, m1) = h.sign_start(&account, &share, [1; 32]).await;
+    let (_d, _ch, sid, m1) = h.sign_start(&dev, [1; 32]).await;
     h.ok("/v1/sign/step", json!({"sessionId": sid, "clientMessage": b64(&m1)}))
         .await;
     let (status, v) = h
@@ -255,26 +472,64 @@ async fn replayed_cross_session_and_out_of_order_messages() {
         .await;
     assert_eq!((status, code(&v)), (StatusCode::CONFLICT, "INVALID_SESSION"));
 
-    // Cross-session: A's message into B's session is refused; A still completes.
-    let (da, sa, ma) = h.sign_start(&account, &share, [2; 32]).await;
-    let (_db, sb, _mb) = h.sign_start(&account, &share, [3; 32]).await;
+    // Another session's sealed step: does not open, and B is aborted; A still completes.
+    let (da, cha, sa, ma) = h.sign_start(&dev, [2; 32]).await;
+    let (_db, _chb, sb, mb) = h.sign_start(&dev, [3; 32]).await;
     let (status, v) = h
         .post("/v1/sign/step", json!({"sessionId": sb, "clientMessage": b64(&ma)}))
         .await;
-    assert_eq!((status, code(&v)), (StatusCode::CONFLICT, "INVALID_SESSION"), "{v}");
+    assert_eq!((status, code(&v)), (StatusCode::BAD_REQUEST, "INVALID_REQUEST"), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("sealed payload"));
+    let (status, v) = h
+        .post("/v1/sign/step", json!({"sessionId": sb, "clientMessage": b64(&mb)}))
+        .await;
+    assert_eq!(
+        (status, code(&v)),
+        (StatusCode::CONFLICT, "INVALID_SESSION"),
+        "B was aborted"
+    );
     let r = h
         .ok("/v1/sign/step", json!({"sessionId": sa, "clientMessage": b64(&ma)}))
         .await;
-    da.finish(&unb64(&r["serverPartial"])).unwrap();
+    da.finish(&cha.open(1, &unb64(&r["serverPartial"])).unwrap()).unwrap();
 
-    // Out of order: a start message sent as a step, and a DKG step sent to the sign route.
-    let (_dc, sc, _mc) = h.sign_start(&account, &share, [4; 32]).await;
-    let (_, m0) = DeviceSign::start(share.clone(), [4; 32]).unwrap();
-    let (status, v) = h
-        .post("/v1/sign/step", json!({"sessionId": sc, "clientMessage": b64(&m0)}))
+    // Reflection: the enclave's own sealed reply sent back as the device's step.
+    let (mut d, m0) = DeviceSign::start(dev.share.clone(), [4; 32]).unwrap();
+    let (_ch, wire) = h.first(&dev, &dev.auth, Flow::Sign, m0).await;
+    let r = h
+        .ok(
+            "/v1/sign/start",
+            json!({"accountId": dev.account, "clientMessage": b64(&wire)}),
+        )
         .await;
-    assert_eq!((status, code(&v)), (StatusCode::CONFLICT, "INVALID_SESSION"));
-    let (_dd, sd, md) = h.sign_start(&account, &share, [5; 32]).await;
+    let sid = r["sessionId"].as_str().unwrap().to_string();
+    let (status, v) = h
+        .post(
+            "/v1/sign/step",
+            json!({"sessionId": sid, "clientMessage": r["serverMessage"]}),
+        )
+        .await;
+    assert_eq!((status, code(&v)), (StatusCode::BAD_REQUEST, "INVALID_REQUEST"));
+    let _ = &mut d;
+
+    // Tampering: one flipped ciphertext bit, and a truncation.
+    for mutate in [|m: &mut Vec<u8>| m[10] ^= 1, |m: &mut Vec<u8>| m.truncate(m.len() / 2)] {
+        let (_d, _ch, sid, mut m1) = h.sign_start(&dev, [5; 32]).await;
+        mutate(&mut m1);
+        let (status, v) = h
+            .post("/v1/sign/step", json!({"sessionId": sid, "clientMessage": b64(&m1)}))
+            .await;
+        assert_eq!((status, code(&v)), (StatusCode::BAD_REQUEST, "INVALID_REQUEST"));
+        assert!(
+            h.post("/v1/sign/step", json!({"sessionId": sid, "clientMessage": b64(&m1)}))
+                .await
+                .0
+                == StatusCode::CONFLICT
+        );
+    }
+
+    // A sign session's step sent to the DKG route: wrong flow.
+    let (_d, _ch, sd, md) = h.sign_start(&dev, [6; 32]).await;
     let (status, v) = h
         .post(
             "/v1/createAccount/step",
@@ -291,55 +546,91 @@ async fn replayed_cross_session_and_out_of_order_messages() {
         )
         .await;
     assert_eq!((status, code(&v)), (StatusCode::CONFLICT, "INVALID_SESSION"));
-    assert!(h.server.state().sessions.is_empty() || h.server.state().sessions.len() <= 1);
+
+    // Sealed to a key the enclave no longer has (it restarted): a distinct, retryable error.
+    let restarted = Harness::new();
+    let (_, m0) = DeviceSign::start(dev.share.clone(), [7; 32]).unwrap();
+    let (_, wire) = h.first(&dev, &dev.auth, Flow::Sign, m0).await;
+    let (status, v) = restarted
+        .post(
+            "/v1/sign/start",
+            json!({"accountId": dev.account, "clientMessage": b64(&wire)}),
+        )
+        .await;
+    // (This enclave has no such account either; the key check comes after the account.)
+    assert!(status.is_client_error(), "{v}");
 }
 
 #[tokio::test]
-async fn truncated_and_bit_flipped_messages_fail_and_the_server_keeps_serving() {
+async fn only_the_registered_device_key_authorizes_and_only_once() {
     let h = Harness::new();
-    let (account, share) = h.create_account().await;
-    let (_d, sid, m1) = h.sign_start(&account, &share, [1; 32]).await;
+    let dev = h.create_account().await;
+    let intruder = DeviceAuthKey::generate().unwrap();
+
+    let (status, v, _) = h.try_sign_start(&dev, &intruder, [1; 32]).await;
+    assert_eq!((status, code(&v)), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"));
+
+    let m = DeviceRecover::message(&dev.share).unwrap();
+    let (_, wire) = h.first(&dev, &intruder, Flow::Recover, m).await;
     let (status, v) = h
         .post(
-            "/v1/sign/step",
-            json!({"sessionId": sid, "clientMessage": b64(&m1[..m1.len() / 2])}),
+            "/v1/recover/start",
+            json!({"accountId": dev.account, "clientMessage": b64(&wire)}),
         )
         .await;
-    assert_eq!((status, code(&v)), (StatusCode::BAD_REQUEST, "INVALID_REQUEST"));
+    assert_eq!((status, code(&v)), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"));
 
-    // A flipped header byte (the step number).
-    let (_d, sid, mut m1) = h.sign_start(&account, &share, [2; 32]).await;
-    m1[6] ^= 0x01;
+    let (_, m0) = DeviceRefresh::start(dev.share.clone()).unwrap();
+    let (_, wire) = h.first(&dev, &intruder, Flow::Refresh, m0).await;
     let (status, v) = h
-        .post("/v1/sign/step", json!({"sessionId": sid, "clientMessage": b64(&m1)}))
+        .post(
+            "/v1/refresh/start",
+            json!({"accountId": dev.account, "clientMessage": b64(&wire)}),
+        )
         .await;
-    assert_eq!((status, code(&v)), (StatusCode::CONFLICT, "INVALID_SESSION"));
+    assert_eq!((status, code(&v)), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"));
 
-    // A flipped payload byte near the end (inside the phase-2 message).
-    let (_d, sid, mut m1) = h.sign_start(&account, &share, [3; 32]).await;
-    let n = m1.len();
-    m1[n - 40] ^= 0x01;
+    // The right key works once; the same authorized request replayed is refused.
+    let (status, v, wire) = h.try_sign_start(&dev, &dev.auth, [2; 32]).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
     let (status, v) = h
-        .post("/v1/sign/step", json!({"sessionId": sid, "clientMessage": b64(&m1)}))
+        .post(
+            "/v1/sign/start",
+            json!({"accountId": dev.account, "clientMessage": b64(&wire)}),
+        )
         .await;
-    assert!(status.is_client_error(), "{status} {v}");
+    assert_eq!((status, code(&v)), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"));
+    assert!(v["error"]["message"].as_str().unwrap().contains("already used"));
 
-    // The server still signs for a fresh account (the first may be locked if the flip hit
-    // an OT check, which is the protocol's mandated response).
-    let (account2, share2) = h.create_account().await;
-    h.sign(&account2, &share2, [4; 32]).await.unwrap();
+    // Another account's device key cannot act on this account.
+    let other = h.create_account().await;
+    let (status, v, _) = h.try_sign_start(&dev, &other.auth, [3; 32]).await;
+    assert_eq!((status, code(&v)), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"));
+    h.sign(&dev, [4; 32]).await.unwrap();
 }
 
 #[tokio::test]
 async fn failed_and_expired_dkg_leave_nothing_behind() {
     let h = Harness::new();
     // Failed: replay step 1's message as step 2.
+    let auth = DeviceAuthKey::generate().unwrap();
     let (mut d, m0) = DeviceDkg::start().unwrap();
+    let first = FirstMessage {
+        protocol: m0,
+        auth_key: Some(auth.public_key()),
+        authorization: None,
+    };
+    let (mut ch, wire) = ClientChannel::seal_first(&h.key().await, Flow::Dkg, &first.encode().unwrap()).unwrap();
     let r = h
-        .ok("/v1/createAccount/start", json!({"clientMessage": b64(&m0)}))
+        .ok("/v1/createAccount/start", json!({"clientMessage": b64(&wire)}))
         .await;
     let sid = r["sessionId"].as_str().unwrap().to_string();
-    let m1 = d.receive(&unb64(&r["serverMessage"])).unwrap();
+    let m1 = ch
+        .seal(
+            1,
+            &d.receive(&ch.open(0, &unb64(&r["serverMessage"])).unwrap()).unwrap(),
+        )
+        .unwrap();
     h.ok(
         "/v1/createAccount/step",
         json!({"sessionId": sid, "clientMessage": b64(&m1)}),
@@ -351,17 +642,41 @@ async fn failed_and_expired_dkg_leave_nothing_behind() {
             json!({"sessionId": sid, "clientMessage": b64(&m1)}),
         )
         .await;
-    assert_eq!((status, code(&v)), (StatusCode::CONFLICT, "INVALID_SESSION"));
+    assert_eq!((status, code(&v)), (StatusCode::BAD_REQUEST, "INVALID_REQUEST"));
     assert_eq!(h.accounts().await, 0);
+
+    // A DKG without a device key is refused outright.
+    let (_, m0) = DeviceDkg::start().unwrap();
+    let first = FirstMessage {
+        protocol: m0,
+        auth_key: None,
+        authorization: None,
+    };
+    let (_, wire) = ClientChannel::seal_first(&h.key().await, Flow::Dkg, &first.encode().unwrap()).unwrap();
+    let (status, v) = h
+        .post("/v1/createAccount/start", json!({"clientMessage": b64(&wire)}))
+        .await;
+    assert_eq!((status, code(&v)), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"));
 
     // Expired: wait past the TTL before the next step.
     let h = Harness::with(|c| c.session_ttl = Duration::from_millis(1500));
     let (mut d, m0) = DeviceDkg::start().unwrap();
+    let first = FirstMessage {
+        protocol: m0,
+        auth_key: Some(auth.public_key()),
+        authorization: None,
+    };
+    let (mut ch, wire) = ClientChannel::seal_first(&h.key().await, Flow::Dkg, &first.encode().unwrap()).unwrap();
     let r = h
-        .ok("/v1/createAccount/start", json!({"clientMessage": b64(&m0)}))
+        .ok("/v1/createAccount/start", json!({"clientMessage": b64(&wire)}))
         .await;
     let sid = r["sessionId"].as_str().unwrap().to_string();
-    let m1 = d.receive(&unb64(&r["serverMessage"])).unwrap();
+    let m1 = ch
+        .seal(
+            1,
+            &d.receive(&ch.open(0, &unb64(&r["serverMessage"])).unwrap()).unwrap(),
+        )
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(1600)).await;
     let (status, v) = h
         .post(
@@ -411,34 +726,34 @@ async fn malformed_requests_get_their_codes() {
     let (status, v) = h.post("/v1/nope", json!({})).await;
     assert_eq!((status, code(&v)), (StatusCode::BAD_REQUEST, "INVALID_REQUEST"));
 
-    // Unknown account (with a well-formed message).
-    let (account, share) = h.create_account().await;
-    let (_, m0) = DeviceSign::start(share.clone(), [1; 32]).unwrap();
-    let (status, v) = h
-        .post(
-            "/v1/sign/start",
-            json!({"accountId": "0".repeat(32), "clientMessage": b64(&m0)}),
-        )
-        .await;
+    // Unknown account.
+    let dev = h.create_account().await;
+    let ghost = Dev {
+        account: "0".repeat(32),
+        share: dev.share.clone(),
+        auth: dev.auth.clone(),
+    };
+    let (status, v, _) = h.try_sign_start(&ghost, &dev.auth, [1; 32]).await;
     assert_eq!((status, code(&v)), (StatusCode::NOT_FOUND, "ACCOUNT_NOT_FOUND"));
     let (status, v) = h.post("/v1/getPublicKey", json!({"accountId": "1".repeat(32)})).await;
     assert_eq!((status, code(&v)), (StatusCode::NOT_FOUND, "ACCOUNT_NOT_FOUND"));
 
-    // A wrong-length digest inside a well-formed envelope.
+    // A wrong-length digest inside a well-formed, authorized, sealed envelope.
     let wrong = tandem_core::message::Envelope::seal(
         tandem_core::message::Expect {
-            flow: tandem_core::Flow::Sign,
+            flow: Flow::Sign,
             direction: tandem_core::message::Direction::ToEnclave,
             step: 0,
             binding: [3; 32],
         },
-        &(vec![0u8; 20], share.share_id()),
+        &(vec![0u8; 20], dev.share.share_id()),
     )
     .unwrap();
+    let (_, wire) = h.first(&dev, &dev.auth, Flow::Sign, wrong).await;
     let (status, v) = h
         .post(
             "/v1/sign/start",
-            json!({"accountId": account, "clientMessage": b64(&wrong)}),
+            json!({"accountId": dev.account, "clientMessage": b64(&wire)}),
         )
         .await;
     assert_eq!((status, code(&v)), (StatusCode::BAD_REQUEST, "INVALID_REQUEST"), "{v}");
@@ -448,35 +763,23 @@ async fn malformed_requests_get_their_codes() {
 #[tokio::test]
 async fn session_cap_refuses_with_rate_limited() {
     let h = Harness::with(|c| c.max_sessions = 2);
-    let (account, share) = h.create_account().await;
-    let _a = h.sign_start(&account, &share, [1; 32]).await;
-    let _b = h.sign_start(&account, &share, [2; 32]).await;
-    let (_, m0) = DeviceSign::start(share.clone(), [3; 32]).unwrap();
-    let (status, v) = h
-        .post(
-            "/v1/sign/start",
-            json!({"accountId": account, "clientMessage": b64(&m0)}),
-        )
-        .await;
+    let dev = h.create_account().await;
+    let _a = h.sign_start(&dev, [1; 32]).await;
+    let _b = h.sign_start(&dev, [2; 32]).await;
+    let (status, v, _) = h.try_sign_start(&dev, &dev.auth, [3; 32]).await;
     assert_eq!((status, code(&v)), (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_signing_sessions_all_succeed() {
     let h = Arc::new(Harness::new());
-    let (a1, s1) = h.create_account().await;
-    let (a2, s2) = h.create_account().await;
+    let devs = Arc::new([h.create_account().await, h.create_account().await]);
     let mut tasks = Vec::new();
     for i in 0..16u8 {
-        let h = h.clone();
-        let (account, share) = if i % 2 == 0 {
-            (a1.clone(), s1.clone())
-        } else {
-            (a2.clone(), s2.clone())
-        };
-        tasks.push(tokio::spawn(
-            async move { h.sign(&account, &share, [i; 32]).await.is_ok() },
-        ));
+        let (h, devs) = (h.clone(), devs.clone());
+        tasks.push(tokio::spawn(async move {
+            h.sign(&devs[usize::from(i % 2)], [i; 32]).await.is_ok()
+        }));
     }
     for t in tasks {
         assert!(t.await.unwrap());

@@ -318,8 +318,16 @@ async fn recover_accepts_the_accounts_own_share_only() {
 
     // B's share presented under A's id. `from_json` checks the share against the recorded
     // public key and address, not against the account id, so the forgery loads.
+    let a_json: Value = serde_json::from_str(a.to_json().unwrap().as_str()).unwrap();
     let mut json: Value = serde_json::from_str(b.to_json().unwrap().as_str()).unwrap();
     json["accountId"] = Value::String(a.id().to_string());
+    let foreign_device = Account::from_json(&json.to_string()).unwrap();
+    // With B's device key, A's account refuses even to look at the proof.
+    let err = client.recover(&foreign_device).await.unwrap_err();
+    assert_eq!(server_code(&err), Some(ErrorCode::Unauthorized), "{err:?}");
+    // With A's own device key (A's device, restored from a wrong backup), the proof runs
+    // and fails: the share is not A's.
+    json["authKey"] = a_json["authKey"].clone();
     let forged = Account::from_json(&json.to_string()).unwrap();
     assert_eq!(forged.id(), a.id());
     assert_eq!(forged.address(), b.address());

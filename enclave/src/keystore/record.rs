@@ -19,6 +19,9 @@ pub struct StoredAccount {
     pub client_node_id: Option<String>,
     /// Creation time, Unix seconds.
     pub created_at: u64,
+    /// The device's registered auth public key (Ed25519): every flow on the account must
+    /// be authorized by it.
+    pub auth_key: Option<[u8; 32]>,
     /// The enclave's current share.
     pub current: Arc<KeyShare>,
     /// A refreshed share the device has not used yet. It replaces `current` as soon as the
@@ -35,6 +38,7 @@ struct Encoded {
     label: Option<String>,
     client_node_id: Option<String>,
     created_at: u64,
+    auth_key: Option<[u8; 32]>,
     current: Vec<u8>,
     pending: Option<Vec<u8>>,
     locked: Option<String>,
@@ -65,10 +69,11 @@ impl StoredAccount {
             None => None,
         };
         let enc = Encoded {
-            version: 1,
+            version: 2,
             label: self.label.clone(),
             client_node_id: self.client_node_id.clone(),
             created_at: self.created_at,
+            auth_key: self.auth_key,
             current: current.to_vec(),
             pending: pending.as_ref().map(|p| p.to_vec()),
             locked: self.locked.clone(),
@@ -85,7 +90,7 @@ impl StoredAccount {
     pub(super) fn decode(id: AccountId, bytes: &[u8]) -> Result<Self, KeystoreError> {
         let mut enc: Encoded =
             postcard::from_bytes(bytes).map_err(|_| KeystoreError::Corrupt("record does not decode"))?;
-        if enc.version != 1 {
+        if enc.version != 2 {
             return Err(KeystoreError::Corrupt("unknown record version"));
         }
         let share = |b: &[u8]| {
@@ -110,6 +115,7 @@ impl StoredAccount {
             label: enc.label,
             client_node_id: enc.client_node_id,
             created_at: enc.created_at,
+            auth_key: enc.auth_key,
             current,
             pending,
             locked: enc.locked,

@@ -24,6 +24,7 @@ pub(crate) struct Enclave {
     child: Child,
     url: String,
     log: PathBuf,
+    data_dir: PathBuf,
 }
 
 impl Enclave {
@@ -65,6 +66,7 @@ impl Enclave {
             child,
             url: String::new(),
             log,
+            data_dir: data_dir.clone(),
         };
 
         let line = match rx.recv_timeout(STARTUP_TIMEOUT) {
@@ -118,9 +120,17 @@ impl Enclave {
         &self.url
     }
 
-    /// An SDK client of this enclave.
+    /// An SDK client of this enclave, trusting its development attestation root (mock
+    /// mode) and nothing else.
     pub(crate) fn client(&self) -> tandem_sdk::Client {
-        tandem_sdk::Client::new(&self.url).expect("client for the enclave")
+        let pem = std::fs::read_to_string(self.data_dir.join("attestation/dev-root.pem")).expect("dev root");
+        let policy = tandem_sdk::attestation::AttestationPolicy::nitro()
+            .danger_allow_mock(&pem)
+            .expect("dev root PEM");
+        tandem_sdk::Client::builder(&self.url)
+            .attestation(policy)
+            .build()
+            .expect("client for the enclave")
     }
 
     /// The last few KB of the process's log, for failure messages.
