@@ -14,8 +14,10 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use dkls23::protocols::signing::SignData;
 use dkls23::protocols::{Parameters, Party, PartyIndex};
 use k256::ecdsa::signature::hazmat::PrehashSigner;
+use tandem_core::auth::{DeviceAuthKey, FirstMessage, verify_authorization};
+use tandem_core::channel::{ChannelKeypair, ClientChannel, EnclaveChannel};
 use tandem_core::engine::{DeviceDkg, DeviceRefresh, DeviceSign, EnclaveDkg, EnclaveRefresh, EnclaveSign, Next};
-use tandem_core::{KeyShare, Signature};
+use tandem_core::{AccountId, Flow, KeyShare, Signature};
 
 fn dkg() -> (KeyShare, KeyShare) {
     let (mut d, m0) = DeviceDkg::start().expect("start");
@@ -39,6 +41,40 @@ fn sign(d: &Arc<KeyShare>, e: &Arc<KeyShare>, digest: [u8; 32]) -> Signature {
     let m1 = dm.receive(&r0).expect("r0");
     let partial = em.step(&m1).expect("m1");
     dm.finish(&partial).expect("finish")
+}
+
+/// [`sign`] with everything the channel adds: the device's authorization, HPKE sealing of
+/// every message both ways, and the enclave's checks.
+fn sealed_sign(d: &Arc<KeyShare>, e: &Arc<KeyShare>, keys: &ChannelKeypair, auth: &DeviceAuthKey, digest: [u8; 32]) {
+    let account = AccountId::parse("0123456789abcdef0123456789abcdef").expect("id");
+    let (mut dm, m0) = DeviceSign::start(d.clone(), digest).expect("start");
+    let authorization = auth.authorize(&account, Flow::Sign, &m0, 1_000);
+    let first = FirstMessage {
+        protocol: m0,
+        auth_key: None,
+        authorization: Some(authorization),
+    };
+    let (mut cc, wire) =
+        ClientChannel::seal_first(&keys.public_key(), Flow::Sign, &first.encode().expect("encode")).expect("seal");
+    let (mut ec, plain) = EnclaveChannel::open_first(keys, Flow::Sign, &wire).expect("open");
+    let first = FirstMessage::decode(&plain).expect("decode");
+    verify_authorization(
+        &auth.public_key(),
+        &account,
+        Flow::Sign,
+        &first.protocol,
+        first.authorization.as_ref().expect("auth"),
+        1_000,
+        300,
+    )
+    .expect("authorized");
+    let (mut em, _, r0) =
+        EnclaveSign::start(EnclaveSign::parse_start(&first.protocol).expect("parse"), e.clone()).expect("enclave");
+    let r0 = cc.open(0, &ec.seal(0, &r0).expect("seal")).expect("open");
+    let m1 = cc.seal(1, &dm.receive(&r0).expect("r0")).expect("seal");
+    let partial = em.step(&ec.open(1, &m1).expect("open")).expect("m1");
+    let partial = cc.open(1, &ec.seal(1, &partial).expect("seal")).expect("open");
+    black_box(dm.finish(&partial).expect("finish"));
 }
 
 fn refresh(d: &Arc<KeyShare>, e: &Arc<KeyShare>) -> (KeyShare, KeyShare) {
@@ -104,6 +140,11 @@ fn benches(c: &mut Criterion) {
     let (d, e) = dkg();
     let (d, e) = (Arc::new(d), Arc::new(e));
     c.bench_function("tandem_sign", |b| b.iter(|| black_box(sign(&d, &e, [7u8; 32]))));
+    let keys = ChannelKeypair::generate();
+    let auth = DeviceAuthKey::generate().expect("auth key");
+    c.bench_function("tandem_sign_sealed", |b| {
+        b.iter(|| sealed_sign(&d, &e, &keys, &auth, [7u8; 32]))
+    });
 
     let mut group = c.benchmark_group("slow");
     group.sample_size(10);
