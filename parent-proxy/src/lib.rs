@@ -1,7 +1,47 @@
-//! # tandem-proxy (placeholder)
+//! # tandem-proxy
 //!
-//! The parent proxy will run on the EC2 host: terminate HTTPS (rustls), rate-limit
-//! (governor) and relay the wire API to the enclave over vsock. It is an empty crate until
-//! the proxy issue lands; it exists now so the workspace layout matches DESIGN.md §1.
+//! The parent proxy runs on the EC2 host, in front of the enclave. It is the only part of
+//! Tandem the internet touches, so its job is to stay up under abuse and to tell operators
+//! what is happening, while it never sees a secret: every MPC payload is sealed end-to-end
+//! between the SDK and the enclave (DESIGN.md §5), and the proxy forwards ciphertext.
+//!
+//! ```text
+//!  SDK ──HTTPS (rustls, h2 / http1.1)──▶ tandem-proxy ──HTTP/1.1 over vsock/TCP/Unix──▶ enclave
+//!                                        │
+//!                                        ├─ routing: only the wire API's paths (404 otherwise)
+//!                                        ├─ rate limits: per client IP, per account, global
+//!                                        ├─ hardening: body limit, timeouts, connection cap, API keys
+//!                                        └─ observability: request ids, JSON access logs, /metrics
+//! ```
+//!
+//! One module per job:
+//!
+//! * [`config`]: every limit and timeout, with defaults for one enclave;
+//! * [`tls`]: the rustls server configuration (TLS 1.3 unless TLS 1.2 is asked for), PEM
+//!   loading and development certificates;
+//! * [`connector`]: the [`connector::Connector`] seam to the enclave (`tcp://`, `unix://`,
+//!   `vsock://`);
+//! * [`relay`]: forwarding a request to the enclave over a pooled HTTP/1.1 client;
+//! * [`ratelimit`]: governor buckets and the client address behind trusted proxies;
+//! * [`hardening`]: the route table, body limit, API keys, connection slots and idle tracking;
+//! * [`observability`]: request ids, access logs and Prometheus metrics;
+//! * [`error`]: the one mapping from proxy errors to wire error codes;
+//! * [`server`]: the accept loop and [`run`], which the binary calls, and [`LocalProxy`], a
+//!   development proxy on a loopback port for `tandem demo` and benchmarks.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod config;
+pub mod connector;
+pub mod error;
+mod handler;
+pub mod hardening;
+pub mod observability;
+pub mod ratelimit;
+pub mod relay;
+pub mod server;
+pub mod tls;
+
+pub use config::ProxyConfig;
+pub use error::{ProxyError, SetupError};
+pub use server::{LocalProxy, Proxy, run};
