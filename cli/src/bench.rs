@@ -23,9 +23,13 @@ pub(crate) struct BenchArgs {
     /// Total signatures to make.
     #[arg(long, default_value_t = 100)]
     requests: usize,
-    /// Start an enclave in this process instead of using --server.
+    /// Start an enclave and a parent proxy in this process instead of using --server.
     #[arg(long)]
     local: bool,
+    /// With --local: talk to the enclave directly, bypassing the proxy (the baseline for
+    /// the proxy's cost).
+    #[arg(long, requires = "local")]
+    direct: bool,
     /// In-process signatures (both parties here, no HTTP) to measure as the baseline.
     #[arg(long, default_value_t = 30)]
     baseline: usize,
@@ -71,8 +75,20 @@ pub(crate) async fn run(args: BenchArgs, conn: &Conn, out: Out) -> Result<()> {
     );
     let _local;
     let (url, client) = if args.local {
-        _local = LocalEnclave::start().await?;
-        (_local.url.clone(), _local.client()?)
+        // A benchmark is not abuse: lift the proxy's rate limits for this run.
+        _local = LocalEnclave::start_with(|c| {
+            let unlimited = tandem_proxy::config::Rate::per_second(1_000_000, 1_000_000);
+            c.rates.per_ip = unlimited;
+            c.rates.per_account = unlimited;
+            c.rates.global = unlimited;
+            c.rates.create_per_ip = unlimited;
+        })
+        .await?;
+        if args.direct {
+            (_local.enclave_url.clone(), _local.direct_client()?)
+        } else {
+            (_local.url.clone(), _local.client()?)
+        }
     } else {
         (conn.server.clone(), conn.client()?)
     };

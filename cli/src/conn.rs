@@ -62,6 +62,9 @@ pub(crate) struct Conn {
     pub(crate) wallet: PathBuf,
     /// DANGER: a mock enclave's development root to trust.
     pub(crate) mock_root: Option<PathBuf>,
+    /// A CA certificate (PEM) to trust for the server's TLS instead of the system roots
+    /// (the proxy's `--self-signed` CA in development).
+    pub(crate) ca_cert: Option<PathBuf>,
 }
 
 impl Conn {
@@ -86,8 +89,12 @@ impl Conn {
 
     /// An SDK client with that policy.
     pub(crate) fn client(&self) -> Result<Client> {
-        Client::builder(&self.server)
-            .attestation(self.policy()?)
+        let mut builder = Client::builder(&self.server).attestation(self.policy()?);
+        if let Some(ca) = &self.ca_cert {
+            let pem = std::fs::read(ca).with_context(|| format!("cannot read --ca-cert {}", ca.display()))?;
+            builder = builder.http_client(tandem_sdk::http_client_trusting(&pem)?);
+        }
+        builder
             .build()
             .with_context(|| format!("bad --server {:?}", self.server))
     }

@@ -1,5 +1,6 @@
-//! An enclave in this process, in mock mode, on a free loopback port: what `tandem demo`
-//! and `tandem bench --local` talk to.
+//! An enclave in this process, in mock mode, on a free loopback port, behind the parent
+//! proxy (HTTPS with a development CA, rate limits): what `tandem demo` and
+//! `tandem bench --local` talk to. The same two pieces as production, in one process.
 
 use anyhow::{Context, Result};
 use tandem_enclave::config::{Config, ListenAddr};
@@ -8,8 +9,13 @@ use tokio_util::sync::CancellationToken;
 
 /// A running in-process enclave; stops when dropped.
 pub(crate) struct LocalEnclave {
-    /// `http://127.0.0.1:PORT`
+    /// The enclave itself, `http://127.0.0.1:PORT` (what the proxy relays to).
+    pub(crate) enclave_url: String,
+    /// The proxy, `https://127.0.0.1:PORT`: what clients use.
     pub(crate) url: String,
+    /// The proxy's development CA (PEM).
+    ca_pem: Vec<u8>,
+    _proxy: tandem_proxy::LocalProxy,
     /// The enclave's development attestation root (PEM), which its clients must trust.
     pub(crate) dev_root_pem: String,
     stop: CancellationToken,
@@ -19,6 +25,12 @@ pub(crate) struct LocalEnclave {
 impl LocalEnclave {
     /// Starts an enclave with its data (master key, sealed blobs) in a temporary directory.
     pub(crate) async fn start() -> Result<Self> {
+        Self::start_with(|_| {}).await
+    }
+
+    /// [`LocalEnclave::start`], adjusting the proxy's configuration (rate limits for a
+    /// benchmark, say).
+    pub(crate) async fn start_with(configure: impl FnOnce(&mut tandem_proxy::config::ProxyConfig)) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("tandem-demo-")
             .tempdir()
@@ -26,7 +38,8 @@ impl LocalEnclave {
         let server = Server::open(&Config::mock(dir.path())).context("cannot open the enclave keystore")?;
         let addr: ListenAddr = "tcp://127.0.0.1:0".parse().map_err(anyhow::Error::msg)?;
         let listener = Listener::bind(&addr).await.context("cannot bind a loopback port")?;
-        let url = format!("http://{}", listener.local_addr());
+        let enclave_addr = listener.local_addr();
+        let enclave_url = format!("http://{enclave_addr}");
         let dev_root_pem = match server.dev_root_pem() {
             Some(p) => std::fs::read_to_string(p).context("cannot read the development root")?,
             None => anyhow::bail!("the local enclave has no development root"),
@@ -38,8 +51,20 @@ impl LocalEnclave {
                 tracing::error!(error = %e, "in-process enclave stopped");
             }
         });
+        let proxy = tandem_proxy::LocalProxy::start(
+            format!("tcp://{enclave_addr}")
+                .parse()
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+            &dir.path().join("tls"),
+            configure,
+        )
+        .await
+        .context("cannot start the parent proxy")?;
         Ok(LocalEnclave {
-            url,
+            enclave_url,
+            url: proxy.url.clone(),
+            ca_pem: proxy.ca_pem.clone(),
+            _proxy: proxy,
             dev_root_pem,
             stop,
             _dir: dir,
@@ -57,6 +82,19 @@ impl LocalEnclave {
     /// A client of this enclave that trusts its development root (and nothing else).
     pub(crate) fn client(&self) -> Result<tandem_sdk::Client> {
         let policy = tandem_sdk::attestation::AttestationPolicy::nitro().danger_allow_mock(&self.dev_root_pem)?;
-        Ok(tandem_sdk::Client::builder(&self.url).attestation(policy).build()?)
+        let http = tandem_sdk::http_client_trusting(&self.ca_pem)?;
+        Ok(tandem_sdk::Client::builder(&self.url)
+            .http_client(http)
+            .attestation(policy)
+            .build()?)
+    }
+
+    /// A client that bypasses the proxy and talks to the enclave directly (the bench's
+    /// baseline for the proxy's cost).
+    pub(crate) fn direct_client(&self) -> Result<tandem_sdk::Client> {
+        let policy = tandem_sdk::attestation::AttestationPolicy::nitro().danger_allow_mock(&self.dev_root_pem)?;
+        Ok(tandem_sdk::Client::builder(&self.enclave_url)
+            .attestation(policy)
+            .build()?)
     }
 }

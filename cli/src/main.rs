@@ -57,6 +57,10 @@ struct Global {
     /// file (the enclave prints its path at startup). Never for real funds.
     #[arg(long, global = true, env = "TANDEM_MOCK_ROOT")]
     mock_root: Option<PathBuf>,
+    /// Trust this CA certificate (PEM) for the server's TLS instead of the system roots,
+    /// e.g. the `ca.pem` that `tandem-proxy --self-signed DIR` writes.
+    #[arg(long, global = true, env = "TANDEM_CA_CERT")]
+    ca_cert: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -105,6 +109,7 @@ fn main() -> ExitCode {
         server: cli.global.server.clone(),
         wallet: cli.global.wallet.clone().unwrap_or_else(default_wallet),
         mock_root: cli.global.mock_root.clone(),
+        ca_cert: cli.global.ca_cert.clone(),
     };
     let result = runtime.block_on(async {
         match cli.command {

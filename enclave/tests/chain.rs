@@ -305,8 +305,28 @@ async fn transfer(rpc: &Rpc, signer: &TandemSigner, to: Address, value: U256, ki
 async fn anvil_accepts_mpc_signed_transfers() {
     let root = tempfile::tempdir().unwrap();
     let (anvil, enclave) = tokio::join!(Anvil::start(root.path()), Enclave::start(root.path()));
+    transfers_are_mined(&anvil, enclave.client()).await;
+}
+
+/// The same, with the SDK speaking HTTPS to the parent proxy in front of the enclave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anvil_accepts_mpc_signed_transfers_through_the_proxy() {
+    let root = tempfile::tempdir().unwrap();
+    let (anvil, enclave) = tokio::join!(Anvil::start(root.path()), Enclave::start(root.path()));
+    let enclave_addr = enclave.url().trim_start_matches("http://").to_string();
+    let proxy = tandem_proxy::LocalProxy::start(
+        format!("tcp://{enclave_addr}").parse().unwrap(),
+        &root.path().join("tls"),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let client = enclave.client_via(&proxy.url, tandem_sdk::http_client_trusting(&proxy.ca_pem).unwrap());
+    transfers_are_mined(&anvil, client).await;
+}
+
+async fn transfers_are_mined(anvil: &Anvil, client: tandem_sdk::Client) {
     let rpc = &anvil.rpc;
-    let client = enclave.client();
     let account = client.create_account(Some("chain")).await.unwrap();
     let signer = TandemSigner::new(client, account).with_chain_id(Some(CHAIN_ID));
     let from = signer.address();

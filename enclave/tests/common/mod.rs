@@ -123,14 +123,24 @@ impl Enclave {
     /// An SDK client of this enclave, trusting its development attestation root (mock
     /// mode) and nothing else.
     pub(crate) fn client(&self) -> tandem_sdk::Client {
+        self.client_at(&self.url, None)
+    }
+
+    /// An SDK client of this enclave reached through `url` (a proxy) with `http`.
+    pub(crate) fn client_via(&self, url: &str, http: reqwest::Client) -> tandem_sdk::Client {
+        self.client_at(url, Some(http))
+    }
+
+    fn client_at(&self, url: &str, http: Option<reqwest::Client>) -> tandem_sdk::Client {
         let pem = std::fs::read_to_string(self.data_dir.join("attestation/dev-root.pem")).expect("dev root");
         let policy = tandem_sdk::attestation::AttestationPolicy::nitro()
             .danger_allow_mock(&pem)
             .expect("dev root PEM");
-        tandem_sdk::Client::builder(&self.url)
-            .attestation(policy)
-            .build()
-            .expect("client for the enclave")
+        let mut builder = tandem_sdk::Client::builder(url).attestation(policy);
+        if let Some(http) = http {
+            builder = builder.http_client(http);
+        }
+        builder.build().expect("client for the enclave")
     }
 
     /// The last few KB of the process's log, for failure messages.
