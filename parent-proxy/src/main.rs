@@ -122,6 +122,11 @@ struct Args {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Json)]
     log_format: LogFormat,
+
+    /// Receive the enclave's log stream here and write it into this log (target
+    /// `enclave`): `vsock://5001` on a Nitro parent, `tcp://127.0.0.1:5001` in mock mode.
+    #[arg(long, value_name = "ADDR", env = "TANDEM_ENCLAVE_LOGS")]
+    enclave_logs: Option<tandem_proxy::enclave_logs::LogListenAddr>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -256,6 +261,14 @@ async fn main() -> ExitCode {
         tracing::info!("shutting down");
         signal.cancel();
     });
+    if let Some(addr) = args.enclave_logs.clone() {
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = tandem_proxy::enclave_logs::receive(addr, stop).await {
+                tracing::error!(error = %e, "cannot receive the enclave's logs");
+            }
+        });
+    }
     run(proxy, listener, metrics_listener, shutdown).await;
     ExitCode::SUCCESS
 }
