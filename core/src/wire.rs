@@ -62,6 +62,29 @@ pub struct HealthResponse {
     pub mock_mode: bool,
     /// Server version.
     pub version: String,
+    /// Whether the enclave can sign now (its data keys are unwrapped). Absent from
+    /// servers that predate boot stages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<bool>,
+    /// The boot sequence (attest → credentials → unwrapDataKey → ready), stage by stage.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<BootStage>,
+}
+
+/// One stage of the enclave's boot sequence, as `/v1/health` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BootStage {
+    /// `attest`, `credentials`, `unwrapDataKey` or `ready`.
+    pub name: String,
+    /// `pending`, `running`, `done`, `skipped` or `failed`.
+    pub state: String,
+    /// What happened (or what it waits for), without secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Milliseconds from process start to the end of the stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elapsed_ms: Option<u64>,
 }
 
 /// `POST /v1/attestation`.

@@ -43,6 +43,10 @@ pub struct AppState {
     pub attester: Arc<dyn Attester>,
     /// Nonces of recent flow starts, to refuse replayed authorizations.
     pub replay: ReplayCache,
+    /// The boot sequence's progress (reported by `/v1/health`).
+    pub boot: Arc<crate::boot::BootStatus>,
+    /// Where the parent's credential pushes land (KMS key wrapper only).
+    pub credentials: Option<crate::kms::credentials::CredentialSlot>,
 }
 
 /// How far a device's clock may be from ours for its authorization to count.
@@ -146,11 +150,32 @@ fn check_text(field: &'static str, v: &Option<String>) -> Result<(), ApiError> {
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Json<HealthResponse> {
+    let ready = state.boot.is_ready() && state.keystore.is_ready();
+    let status = if ready {
+        "ok"
+    } else if state.boot.has_failed() {
+        "failed"
+    } else {
+        "starting"
+    };
+    let stages = state
+        .boot
+        .stages()
+        .into_iter()
+        .map(|(name, st, detail, elapsed_ms)| tandem_core::wire::BootStage {
+            name,
+            state: st.as_str().into(),
+            detail,
+            elapsed_ms,
+        })
+        .collect();
     Json(HealthResponse {
-        status: "ok".into(),
+        status: status.into(),
         timestamp: now(),
         mock_mode: state.mock_mode,
         version: env!("CARGO_PKG_VERSION").into(),
+        ready: Some(ready),
+        stages,
     })
 }
 

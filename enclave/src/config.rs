@@ -3,6 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::keystore::parent_service::ServiceAddr;
+use crate::kms::KmsConfig;
+
 /// Where the API listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenAddr {
@@ -10,12 +13,19 @@ pub enum ListenAddr {
     Tcp(std::net::SocketAddr),
     /// A Unix socket path.
     Unix(PathBuf),
+    /// vsock (Nitro mode): the enclave listens on its own CID (or any) and a port.
+    Vsock {
+        /// Context id to bind (`4294967295` = `VMADDR_CID_ANY`).
+        cid: u32,
+        /// Port.
+        port: u32,
+    },
 }
 
 impl std::str::FromStr for ListenAddr {
     type Err = String;
 
-    /// Parses `tcp://HOST:PORT`, `unix:///path`, or a bare `HOST:PORT`.
+    /// Parses `tcp://HOST:PORT`, `unix:///path`, `vsock://CID:PORT` or a bare `HOST:PORT`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if let Some(path) = s.strip_prefix("unix://") {
             if path.is_empty() {
@@ -23,8 +33,9 @@ impl std::str::FromStr for ListenAddr {
             }
             return Ok(ListenAddr::Unix(PathBuf::from(path)));
         }
-        if s.starts_with("vsock://") {
-            return Err("vsock listening arrives with Nitro mode; use tcp:// or unix:// in mock mode".into());
+        if let Some(rest) = s.strip_prefix("vsock://") {
+            let (cid, port) = crate::keystore::parent_service::parse_vsock(rest)?;
+            return Ok(ListenAddr::Vsock { cid, port });
         }
         let addr = s.strip_prefix("tcp://").unwrap_or(s);
         addr.parse()
@@ -34,21 +45,58 @@ impl std::str::FromStr for ListenAddr {
 }
 
 /// Which backend stores the sealed share blobs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreKind {
     /// One file per account under the data directory (survives restarts).
     File,
     /// In memory only (tests; everything is lost on exit).
     Memory,
+    /// The parent's blob service (Nitro: `vsock://3:PORT`; mock: TCP or Unix).
+    Parent(ServiceAddr),
+}
+
+impl std::str::FromStr for StoreKind {
+    type Err = String;
+
+    /// Parses `file`, `memory` or `parent:ADDR` (ADDR as in [`ServiceAddr`]).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "file" => Ok(StoreKind::File),
+            "memory" => Ok(StoreKind::Memory),
+            _ => match s.strip_prefix("parent:") {
+                Some(addr) => addr.parse().map(StoreKind::Parent),
+                None => Err(format!("{s:?} is not file, memory or parent:ADDR")),
+            },
+        }
+    }
+}
+
+/// Who wraps the data keys that seal the blobs.
+#[derive(Debug, Clone)]
+pub enum WrapperKind {
+    /// A local master key file `<data dir>/master.key` (mock mode).
+    Local,
+    /// AWS KMS.
+    Kms {
+        /// Region, endpoint, key and transport.
+        kms: KmsConfig,
+        /// Call KMS without a `Recipient` (an emulator cannot attest). Mock mode only.
+        danger_no_recipient: bool,
+    },
 }
 
 /// Everything the server needs to start.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Directory holding the master key and the account blobs.
+    /// Directory holding the master key, the development attestation chain and (file
+    /// store) the account blobs.
     pub data_dir: PathBuf,
     /// Which blob store to use.
     pub store: StoreKind,
+    /// Who wraps the data keys.
+    pub wrapper: WrapperKind,
+    /// Nitro mode: NSM attestation, and only KMS with a recipient and the parent store.
+    pub nitro: bool,
     /// How long a session may sit between steps before it expires.
     pub session_ttl: Duration,
     /// The most sessions in flight at once; more are refused with `RATE_LIMITED`.
@@ -58,11 +106,14 @@ pub struct Config {
 }
 
 impl Config {
-    /// Mock-mode defaults with data under `data_dir`: 120 s TTL, 1024 sessions, 2 MiB bodies.
+    /// Mock-mode defaults with data under `data_dir`: file store, local master key, 120 s
+    /// TTL, 1024 sessions, 2 MiB bodies.
     pub fn mock(data_dir: impl Into<PathBuf>) -> Self {
         Config {
             data_dir: data_dir.into(),
             store: StoreKind::File,
+            wrapper: WrapperKind::Local,
+            nitro: false,
             session_ttl: Duration::from_secs(120),
             max_sessions: 1024,
             max_body_bytes: 2 << 20,
@@ -89,7 +140,28 @@ mod tests {
             ListenAddr::Unix("/tmp/x.sock".into())
         );
         assert!("unix://".parse::<ListenAddr>().is_err());
-        assert!("vsock://16:5000".parse::<ListenAddr>().is_err());
+        assert_eq!(
+            "vsock://16:5000".parse::<ListenAddr>().unwrap(),
+            ListenAddr::Vsock { cid: 16, port: 5000 }
+        );
+        assert!("vsock://16".parse::<ListenAddr>().is_err());
+        assert!("vsock://1:5000".parse::<ListenAddr>().is_err());
         assert!("nonsense".parse::<ListenAddr>().is_err());
+    }
+
+    #[test]
+    fn parses_store_kinds() {
+        assert_eq!("file".parse::<StoreKind>().unwrap(), StoreKind::File);
+        assert_eq!("memory".parse::<StoreKind>().unwrap(), StoreKind::Memory);
+        assert_eq!(
+            "parent:vsock://3:7000".parse::<StoreKind>().unwrap(),
+            StoreKind::Parent(ServiceAddr::Vsock { cid: 3, port: 7000 })
+        );
+        assert_eq!(
+            "parent:tcp://127.0.0.1:7000".parse::<StoreKind>().unwrap(),
+            StoreKind::Parent(ServiceAddr::Tcp("127.0.0.1:7000".into()))
+        );
+        assert!("parent:".parse::<StoreKind>().is_err());
+        assert!("s3".parse::<StoreKind>().is_err());
     }
 }

@@ -7,24 +7,31 @@
 //! ```text
 //!  HTTP (axum) ─▶ api ─▶ sessions (in memory, TTL, one step at a time)
 //!                  │        └─ tandem-core engine machines, run on the blocking pool
-//!                  └─▶ keystore ─▶ Sealer (AEAD, master key) ─▶ BlobStore (file | memory)
+//!                  └─▶ keystore ─▶ Sealer (AEAD, data-key ring) ─▶ BlobStore (file | parent | memory)
+//!                                    ▲
+//!  boot: attest ─▶ credentials ─▶ unwrap data keys (KeyWrapper: local master key | KMS
+//!        with an attested Recipient) ─▶ ready          control API ─▶ credentials
 //! ```
 //!
 //! Every protocol payload travels sealed end to end (HPKE to the enclave's channel key,
 //! published in its attestation document), and every flow on an account must be
 //! authorized by the device key registered at createAccount (DESIGN.md §5).
 //!
-//! Only mock mode runs so far: a local master key file instead of KMS and a development
-//! attestation chain instead of the NSM. `/v1/health` reports `mockMode` so no client can
-//! mistake it for Nitro.
+//! Mock mode uses a local master key file and a development attestation chain; Nitro mode
+//! the NSM, KMS (through the parent's vsock-proxy) and the parent's blob service.
+//! `/v1/health` reports `mockMode`, each boot stage and `ready`, so no client can mistake
+//! one for the other or sign against an enclave that has not unwrapped its keys.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod api;
 pub mod attester;
+pub mod boot;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod keystore;
+pub mod kms;
 pub mod replay;
 pub mod server;
 pub mod sessions;

@@ -9,9 +9,15 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::api::{AppState, router};
-use crate::attester::{AttestError, Attester, MockAttester};
-use crate::config::{Config, ListenAddr, StoreKind};
-use crate::keystore::{BlobStore, FileBlobStore, Keystore, KeystoreError, MemoryBlobStore, Sealer};
+use crate::attester::{AttestError, Attester, MockAttester, NitroAttester};
+use crate::boot::{BootPlan, BootStatus};
+use crate::config::{Config, ListenAddr, StoreKind, WrapperKind};
+use crate::keystore::{
+    BlobStore, FileBlobStore, KeyWrapper, Keystore, KeystoreError, LocalKeyWrapper, MemoryBlobStore, ParentBlobStore,
+    WrapError,
+};
+use crate::kms::credentials::CredentialSlot;
+use crate::kms::{KmsKeyWrapper, RecipientMode};
 use crate::replay::ReplayCache;
 use crate::sessions::Sessions;
 use tandem_core::channel::ChannelKeypair;
@@ -21,43 +27,149 @@ pub struct Server {
     state: Arc<AppState>,
     max_body_bytes: usize,
     dev_root: Option<std::path::PathBuf>,
+    /// The boot sequence still to run (KMS: it waits for credentials, so it runs beside
+    /// the API in [`run`]); `None` once booted.
+    pending_boot: std::sync::Mutex<Option<BootPlan>>,
 }
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    /// The keystore (master key, blob directory) could not be opened.
+    /// The keystore (blob directory, key ring) could not be opened.
     #[error("keystore: {0}")]
     Keystore(#[from] KeystoreError),
+    /// The key wrapper (master key file, KMS client) could not be set up.
+    #[error("key wrapper: {0}")]
+    Wrap(#[from] WrapError),
     /// The attester could not be set up.
     #[error("attestation: {0}")]
     Attest(#[from] AttestError),
+    /// The configuration mixes modes (e.g. Nitro mode with a local master key).
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The boot sequence failed (see the stage that failed in the log).
+    #[error("boot: {0}")]
+    Boot(String),
 }
 
 impl Server {
-    /// Opens the keystore (creating the master key on first start) and builds the state.
+    /// Builds the server from `config`. With the local key wrapper the whole boot
+    /// sequence runs here (it takes milliseconds), so the server is ready to sign when
+    /// this returns; with KMS the boot runs in [`run`], beside the API.
     pub fn open(config: &Config) -> Result<Self, OpenError> {
-        let sealer = Sealer::load_or_create_master_key(&config.data_dir.join("master.key"))?;
-        let store: Arc<dyn BlobStore> = match config.store {
+        let attester: Arc<dyn Attester>;
+        let mut dev_root = None;
+        if config.nitro {
+            if matches!(config.wrapper, WrapperKind::Local)
+                || matches!(
+                    config.wrapper,
+                    WrapperKind::Kms {
+                        danger_no_recipient: true,
+                        ..
+                    }
+                )
+            {
+                return Err(OpenError::Config(
+                    "Nitro mode needs the KMS key wrapper with an attested recipient".into(),
+                ));
+            }
+            if !matches!(config.store, StoreKind::Parent(_)) {
+                return Err(OpenError::Config(
+                    "Nitro mode has no disk: use the parent's blob store (parent:vsock://3:PORT)".into(),
+                ));
+            }
+            attester = Arc::new(NitroAttester::open()?);
+        } else {
+            let mock = MockAttester::load_or_create(&config.data_dir.join("attestation"))?;
+            dev_root = Some(mock.root_pem_path().to_path_buf());
+            attester = Arc::new(mock);
+        }
+        let store: Arc<dyn BlobStore> = match &config.store {
             StoreKind::File => Arc::new(FileBlobStore::open(config.data_dir.join("accounts"))?),
             StoreKind::Memory => Arc::new(MemoryBlobStore::default()),
+            StoreKind::Parent(addr) => Arc::new(ParentBlobStore::new(addr.clone())),
         };
-        let mock = MockAttester::load_or_create(&config.data_dir.join("attestation"))?;
-        let dev_root = Some(mock.root_pem_path().to_path_buf());
-        let attester: Arc<dyn Attester> = Arc::new(mock);
+        let (wrapper, credentials): (Arc<dyn KeyWrapper>, Option<CredentialSlot>) = match &config.wrapper {
+            WrapperKind::Local => (
+                Arc::new(LocalKeyWrapper::load_or_create(&config.data_dir.join("master.key"))?),
+                None,
+            ),
+            WrapperKind::Kms {
+                kms,
+                danger_no_recipient,
+            } => {
+                let slot = CredentialSlot::new();
+                let client = crate::kms::client(kms, slot.clone())?;
+                let mode = if *danger_no_recipient {
+                    tracing::warn!("DANGER: KMS without an attested recipient (emulator only)");
+                    RecipientMode::DangerNoRecipient
+                } else {
+                    RecipientMode::Attested(attester.clone())
+                };
+                (
+                    Arc::new(KmsKeyWrapper::new(client, kms.key_id.clone(), mode)),
+                    Some(slot),
+                )
+            }
+        };
+        let channel = ChannelKeypair::generate();
+        let plan = BootPlan {
+            attester: attester.clone(),
+            channel_public_key: channel.public_key().to_vec(),
+            wrapper,
+            credentials: credentials.clone(),
+        };
         let state = AppState {
             sessions: Sessions::new(config.session_ttl, config.max_sessions),
-            keystore: Keystore::new(store, sealer),
+            keystore: Keystore::not_ready(store),
             mock_mode: attester.is_mock(),
-            channel: ChannelKeypair::generate(),
+            channel,
             attester,
             replay: ReplayCache::new(Duration::from_secs(900), 1 << 20),
+            boot: Arc::new(BootStatus::new()),
+            credentials,
         };
-        Ok(Server {
+        let server = Server {
             state: Arc::new(state),
             max_body_bytes: config.max_body_bytes,
             dev_root,
+            pending_boot: std::sync::Mutex::new(None),
+        };
+        if matches!(config.wrapper, WrapperKind::Local) {
+            server.boot_now(plan)?;
+        } else if let Ok(mut slot) = server.pending_boot.lock() {
+            *slot = Some(plan);
+        }
+        Ok(server)
+    }
+
+    /// Runs the boot sequence to completion on a helper thread with its own runtime, so
+    /// `open` stays synchronous and callable from inside an async context.
+    fn boot_now(&self, plan: BootPlan) -> Result<(), OpenError> {
+        let state = &self.state;
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| OpenError::Boot(format!("boot runtime: {e}")))?;
+                    rt.block_on(crate::boot::run(plan, &state.keystore, &state.boot))
+                        .map_err(OpenError::Boot)
+                })
+                .join()
+                .map_err(|_| OpenError::Boot("boot thread panicked".into()))?
         })
+    }
+
+    /// The control router (credential pushes from the parent) with the same limits.
+    pub fn control_app(&self) -> axum::Router {
+        crate::control::control_router(self.state.clone())
+            .layer(DefaultBodyLimit::max(64 * 1024))
+            .layer(TimeoutLayer::with_status_code(
+                http::StatusCode::GATEWAY_TIMEOUT,
+                Duration::from_secs(10),
+            ))
     }
 
     /// The router with its limits: body size, a 60 s request timeout, request tracing.
@@ -65,7 +177,7 @@ impl Server {
         router(self.state.clone())
             .layer(DefaultBodyLimit::max(self.max_body_bytes))
             .layer(TimeoutLayer::with_status_code(
-                axum::http::StatusCode::GATEWAY_TIMEOUT,
+                http::StatusCode::GATEWAY_TIMEOUT,
                 Duration::from_secs(60),
             ))
             .layer(TraceLayer::new_for_http())
@@ -83,12 +195,14 @@ impl Server {
     }
 }
 
-/// A bound listener: TCP or Unix.
+/// A bound listener: TCP, Unix or vsock.
 pub enum Listener {
     /// TCP.
     Tcp(tokio::net::TcpListener),
     /// Unix socket.
     Unix(tokio::net::UnixListener),
+    /// vsock (Nitro mode).
+    Vsock(tokio_vsock::VsockListener),
 }
 
 impl Listener {
@@ -100,6 +214,9 @@ impl Listener {
                 let _ = std::fs::remove_file(p);
                 Ok(Listener::Unix(tokio::net::UnixListener::bind(p)?))
             }
+            ListenAddr::Vsock { cid, port } => Ok(Listener::Vsock(tokio_vsock::VsockListener::bind(
+                tokio_vsock::VsockAddr::new(*cid, *port),
+            )?)),
         }
     }
 
@@ -112,6 +229,10 @@ impl Listener {
                 .ok()
                 .and_then(|a| a.as_pathname().map(|p| format!("unix://{}", p.display())))
                 .unwrap_or_default(),
+            Listener::Vsock(l) => l
+                .local_addr()
+                .map(|a| format!("vsock://{}:{}", a.cid(), a.port()))
+                .unwrap_or_default(),
         }
     }
 }
@@ -119,7 +240,48 @@ impl Listener {
 /// Serves `server` on `listener` until `shutdown` is cancelled, then drains in-flight
 /// requests. A background task reaps expired sessions.
 pub async fn run(server: Server, listener: Listener, shutdown: CancellationToken) -> std::io::Result<()> {
+    run_with_control(server, listener, None, shutdown).await
+}
+
+/// Like [`run`], and also serves the control API (credential pushes from the parent) on
+/// `control`. A pending boot sequence (KMS) runs beside the API: `/v1/health` shows its
+/// stages while it waits.
+pub async fn run_with_control(
+    server: Server,
+    listener: Listener,
+    control: Option<Listener>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let state = server.state.clone();
+    let plan = server.pending_boot.lock().ok().and_then(|mut p| p.take());
+    let boot = plan.map(|plan| {
+        let state = state.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                r = crate::boot::run(plan, &state.keystore, &state.boot) => {
+                    if let Err(e) = r {
+                        tracing::error!(error = %e, "boot failed; the enclave will not sign until restarted");
+                    }
+                }
+                _ = stop.cancelled() => {}
+            }
+        })
+    });
+    let control_task = control.map(|l| {
+        let app = server.control_app();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let r = match l {
+                Listener::Tcp(l) => axum::serve(l, app).with_graceful_shutdown(stop.cancelled_owned()).await,
+                Listener::Unix(l) => axum::serve(l, app).with_graceful_shutdown(stop.cancelled_owned()).await,
+                Listener::Vsock(l) => axum::serve(l, app).with_graceful_shutdown(stop.cancelled_owned()).await,
+            };
+            if let Err(e) = r {
+                tracing::error!(error = %e, "control listener failed");
+            }
+        })
+    });
     let reaper_stop = shutdown.clone();
     let reaper = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -141,8 +303,15 @@ pub async fn run(server: Server, listener: Listener, shutdown: CancellationToken
     let result = match listener {
         Listener::Tcp(l) => axum::serve(l, app).with_graceful_shutdown(stop.cancelled_owned()).await,
         Listener::Unix(l) => axum::serve(l, app).with_graceful_shutdown(stop.cancelled_owned()).await,
+        Listener::Vsock(l) => axum::serve(l, app).with_graceful_shutdown(stop.cancelled_owned()).await,
     };
     shutdown.cancel();
     let _ = reaper.await;
+    if let Some(t) = boot {
+        let _ = t.await;
+    }
+    if let Some(t) = control_task {
+        let _ = t.await;
+    }
     result
 }

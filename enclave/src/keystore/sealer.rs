@@ -1,16 +1,15 @@
-//! Authenticated encryption of share blobs under the data key.
+//! Authenticated encryption of share blobs under the data keys of a key ring.
 //!
 //! ```text
 //!  "TDB" │ version (1) │ key id (8) │ nonce (24) │ XChaCha20-Poly1305 ciphertext + tag
 //!  associated data = "tandem/v1/blob" ‖ version ‖ account id (16) ‖ role (2 = enclave) ‖ key id
 //! ```
 //!
-//! In mock mode the data key is a local master key file (mode 0600); in Nitro mode it will
-//! be a KMS-wrapped key (a later issue), behind the same `Sealer`.
-
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::path::Path;
+//! The key id names the data key (the first 8 bytes of SHA-256("tandem/v1/key-id" ‖ key)),
+//! so after a rotation the sealer still opens blobs written under older keys of its ring
+//! while sealing new ones under the active key. A blob that is truncated, corrupted, of
+//! an unknown version, sealed under a key this enclave does not hold, or copied under
+//! another account's name fails to open: [`KeystoreError::Corrupt`] for that account only.
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -24,85 +23,122 @@ const MAGIC: &[u8; 3] = b"TDB";
 const VERSION: u8 = 1;
 const ROLE_ENCLAVE: u8 = 2;
 const HEADER_LEN: usize = 3 + 1 + 8 + 24;
+const TAG_LEN: usize = 16;
 
-/// Seals and opens blobs with one data key.
-pub struct Sealer {
+/// Bytes a sealed blob adds to its plaintext (header and tag).
+pub const SEAL_OVERHEAD: usize = HEADER_LEN + TAG_LEN;
+
+/// The id of a data key: public, derived from the key, carried in every blob header.
+pub type KeyId = [u8; 8];
+
+/// A 256-bit data key, zeroized on drop and never printed.
+pub struct DataKey {
+    id: KeyId,
     key: Zeroizing<[u8; 32]>,
-    key_id: [u8; 8],
+}
+
+impl DataKey {
+    /// Wraps raw key bytes.
+    pub fn new(key: Zeroizing<[u8; 32]>) -> Self {
+        let digest = Sha256::digest([&b"tandem/v1/key-id"[..], &key[..]].concat());
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&digest[..8]);
+        DataKey { id, key }
+    }
+
+    /// Takes a 32-byte slice (e.g. a KMS plaintext); anything else is refused.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, KeystoreError> {
+        let key: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| KeystoreError::Corrupt("data key is not 32 bytes"))?;
+        Ok(DataKey::new(Zeroizing::new(key)))
+    }
+
+    /// A fresh random key from the OS RNG.
+    pub fn generate() -> Result<Self, KeystoreError> {
+        let mut key = Zeroizing::new([0u8; 32]);
+        getrandom::fill(&mut key[..]).map_err(|_| KeystoreError::Seal("system RNG failed"))?;
+        Ok(DataKey::new(key))
+    }
+
+    /// The key's id.
+    pub fn id(&self) -> KeyId {
+        self.id
+    }
+
+    /// The key bytes (for wrapping them).
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.key
+    }
+}
+
+impl std::fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DataKey({}, redacted)", hex::encode(self.id))
+    }
+}
+
+/// Seals under the active data key; opens under any key of the ring.
+pub struct Sealer {
+    active: DataKey,
+    older: Vec<DataKey>,
 }
 
 impl Sealer {
-    /// A sealer over a 32-byte data key.
+    /// A sealer with one data key.
     pub fn new(key: Zeroizing<[u8; 32]>) -> Self {
-        let digest = Sha256::digest([&b"tandem/v1/key-id"[..], &key[..]].concat());
-        let mut key_id = [0u8; 8];
-        key_id.copy_from_slice(&digest[..8]);
-        Sealer { key, key_id }
+        Sealer::with_ring(DataKey::new(key), Vec::new())
     }
 
-    /// Loads the master key file, or creates it (32 random bytes, mode 0600) if absent.
-    /// A key file readable by group or others is refused: it would expose every share.
-    pub fn load_or_create_master_key(path: &Path) -> Result<Self, KeystoreError> {
-        let io = |what: &str, e: std::io::Error| KeystoreError::Io(format!("{what} {}: {}", path.display(), e.kind()));
-        match fs::read(path) {
-            Ok(bytes) => {
-                #[cfg(unix)]
-                {
-                    use std::os::unix::fs::PermissionsExt;
-                    let mode = fs::metadata(path).map_err(|e| io("stat", e))?.permissions().mode();
-                    if mode & 0o077 != 0 {
-                        return Err(KeystoreError::Io(format!(
-                            "master key {} has mode {:o}; it must be readable by its owner only (chmod 600)",
-                            path.display(),
-                            mode & 0o777
-                        )));
-                    }
-                }
-                let bytes = Zeroizing::new(bytes);
-                let key: [u8; 32] = bytes
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| KeystoreError::Corrupt("master key file is not 32 bytes"))?;
-                Ok(Sealer::new(Zeroizing::new(key)))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut key = Zeroizing::new([0u8; 32]);
-                getrandom::fill(&mut key[..]).map_err(|_| KeystoreError::Seal("system RNG failed"))?;
-                if let Some(parent) = path.parent() {
-                    fs::create_dir_all(parent).map_err(|e| io("create directory for", e))?;
-                }
-                let mut opts = OpenOptions::new();
-                opts.write(true).create_new(true);
-                #[cfg(unix)]
-                {
-                    use std::os::unix::fs::OpenOptionsExt;
-                    opts.mode(0o600);
-                }
-                let mut f = opts.open(path).map_err(|e| io("create", e))?;
-                f.write_all(&key[..]).map_err(|e| io("write", e))?;
-                f.sync_all().map_err(|e| io("fsync", e))?;
-                Ok(Sealer::new(key))
-            }
-            Err(e) => Err(io("read", e)),
+    /// A sealer that seals under `active` and still opens blobs sealed under `older`
+    /// (keys rotated out but not yet re-sealed away).
+    pub fn with_ring(active: DataKey, older: Vec<DataKey>) -> Self {
+        let older = older.into_iter().filter(|k| k.id != active.id).collect();
+        Sealer { active, older }
+    }
+
+    /// The id new blobs are sealed under.
+    pub fn active_key_id(&self) -> KeyId {
+        self.active.id
+    }
+
+    /// The ids of every key this sealer can open with, active first.
+    pub fn key_ids(&self) -> Vec<KeyId> {
+        std::iter::once(self.active.id)
+            .chain(self.older.iter().map(|k| k.id))
+            .collect()
+    }
+
+    /// The key id in a blob's header, if it has a well-formed header.
+    pub fn blob_key_id(blob: &[u8]) -> Option<KeyId> {
+        if blob.len() < HEADER_LEN || &blob[..3] != MAGIC {
+            return None;
         }
+        blob[4..12].try_into().ok()
     }
 
-    fn aad(&self, id: &AccountId) -> Vec<u8> {
+    fn key(&self, id: &[u8]) -> Option<&DataKey> {
+        std::iter::once(&self.active)
+            .chain(self.older.iter())
+            .find(|k| k.id[..] == *id)
+    }
+
+    fn aad(id: &AccountId, key_id: &KeyId) -> Vec<u8> {
         let mut aad = Vec::with_capacity(64);
         aad.extend_from_slice(b"tandem/v1/blob");
         aad.push(VERSION);
         aad.extend_from_slice(id.as_bytes());
         aad.push(ROLE_ENCLAVE);
-        aad.extend_from_slice(&self.key_id);
+        aad.extend_from_slice(key_id);
         aad
     }
 
-    /// Encrypts `plaintext` as the blob of account `id`.
+    /// Encrypts `plaintext` as the blob of account `id`, under the active key.
     pub fn seal(&self, id: &AccountId, plaintext: &[u8]) -> Result<Vec<u8>, KeystoreError> {
         let mut nonce = [0u8; 24];
         getrandom::fill(&mut nonce).map_err(|_| KeystoreError::Seal("system RNG failed"))?;
-        let cipher = XChaCha20Poly1305::new((&*self.key).into());
-        let aad = self.aad(id);
+        let cipher = XChaCha20Poly1305::new((&*self.active.key).into());
+        let aad = Self::aad(id, &self.active.id);
         let ct = cipher
             .encrypt(
                 XNonce::from_slice(&nonce),
@@ -115,7 +151,7 @@ impl Sealer {
         let mut out = Vec::with_capacity(HEADER_LEN + ct.len());
         out.extend_from_slice(MAGIC);
         out.push(VERSION);
-        out.extend_from_slice(&self.key_id);
+        out.extend_from_slice(&self.active.id);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&ct);
         Ok(out)
@@ -123,17 +159,17 @@ impl Sealer {
 
     /// Authenticates and decrypts the blob of account `id`.
     pub fn open(&self, id: &AccountId, blob: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeystoreError> {
-        if blob.len() < HEADER_LEN + 16 || &blob[..3] != MAGIC {
+        if blob.len() < HEADER_LEN + TAG_LEN || &blob[..3] != MAGIC {
             return Err(KeystoreError::Corrupt("not a sealed blob (truncated or wrong format)"));
         }
         if blob[3] != VERSION {
             return Err(KeystoreError::Corrupt("unknown blob format version"));
         }
-        if blob[4..12] != self.key_id {
-            return Err(KeystoreError::Corrupt("blob was sealed under another data key"));
-        }
-        let cipher = XChaCha20Poly1305::new((&*self.key).into());
-        let aad = self.aad(id);
+        let key = self.key(&blob[4..12]).ok_or(KeystoreError::Corrupt(
+            "blob was sealed under a data key this enclave does not hold",
+        ))?;
+        let cipher = XChaCha20Poly1305::new((&*key.key).into());
+        let aad = Self::aad(id, &key.id);
         cipher
             .decrypt(
                 XNonce::from_slice(&blob[12..HEADER_LEN]),
@@ -144,6 +180,15 @@ impl Sealer {
             )
             .map(Zeroizing::new)
             .map_err(|_| KeystoreError::Corrupt("blob does not authenticate (corrupt, or another account's)"))
+    }
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealer")
+            .field("active", &hex::encode(self.active.id))
+            .field("older", &self.older.len())
+            .finish()
     }
 }
 
@@ -160,13 +205,25 @@ mod tests {
         let s = sealer(1);
         let id = AccountId::random().unwrap();
         let blob = s.seal(&id, b"share bytes").unwrap();
+        assert_eq!(blob.len(), b"share bytes".len() + SEAL_OVERHEAD);
         assert_eq!(&s.open(&id, &blob).unwrap()[..], b"share bytes");
         for i in 0..blob.len() {
             let mut bad = blob.clone();
             bad[i] ^= 0x80;
-            assert!(s.open(&id, &bad).is_err(), "flip at {i} accepted");
+            assert!(
+                matches!(s.open(&id, &bad), Err(KeystoreError::Corrupt(_))),
+                "flip at {i} accepted"
+            );
         }
-        assert!(s.open(&id, &blob[..blob.len() - 1]).is_err());
+        for n in [0, 3, HEADER_LEN, blob.len() - 1] {
+            assert!(s.open(&id, &blob[..n]).is_err(), "truncation to {n} accepted");
+        }
+        let mut future = blob.clone();
+        future[3] = 2;
+        assert_eq!(
+            s.open(&id, &future).unwrap_err().to_string(),
+            "stored share blob is invalid: unknown blob format version"
+        );
         let other = AccountId::random().unwrap();
         assert!(
             s.open(&other, &blob).is_err(),
@@ -179,16 +236,29 @@ mod tests {
     }
 
     #[test]
-    fn master_key_is_created_0600_and_reloaded() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("master.key");
-        let a = Sealer::load_or_create_master_key(&path).unwrap();
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        let b = Sealer::load_or_create_master_key(&path).unwrap();
+    fn rotation_seals_under_the_new_key_and_still_opens_the_old() {
         let id = AccountId::random().unwrap();
-        assert_eq!(&b.open(&id, &a.seal(&id, b"x").unwrap()).unwrap()[..], b"x");
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(Sealer::load_or_create_master_key(&path).is_err());
+        let old = sealer(1);
+        let old_blob = old.seal(&id, b"old").unwrap();
+        let rotated = Sealer::with_ring(
+            DataKey::new(Zeroizing::new([9; 32])),
+            vec![DataKey::new(Zeroizing::new([1; 32]))],
+        );
+        assert_eq!(&rotated.open(&id, &old_blob).unwrap()[..], b"old");
+        let new_blob = rotated.seal(&id, b"new").unwrap();
+        assert_eq!(Sealer::blob_key_id(&new_blob), Some(rotated.active_key_id()));
+        assert_eq!(Sealer::blob_key_id(&old_blob), Some(old.active_key_id()));
+        assert!(old.open(&id, &new_blob).is_err(), "the old ring lacks the new key");
+        // Once the old key is dropped from the ring, its blobs no longer open.
+        let pruned = Sealer::with_ring(DataKey::new(Zeroizing::new([9; 32])), vec![]);
+        assert!(pruned.open(&id, &old_blob).is_err());
+        assert_eq!(&pruned.open(&id, &new_blob).unwrap()[..], b"new");
+    }
+
+    #[test]
+    fn debug_never_prints_key_bytes() {
+        let k = DataKey::new(Zeroizing::new([0xab; 32]));
+        let text = format!("{k:?} {:?}", sealer(0xab));
+        assert!(!text.contains("abababab"), "{text}");
     }
 }

@@ -32,6 +32,11 @@ impl Enclave {
     /// log appended to `root/enclave.log`, so a second enclave on the same `root` is a
     /// restart of the first. Returns once `/v1/health` answers.
     pub(crate) async fn start(root: &Path) -> Enclave {
+        Self::start_with(root, &[]).await
+    }
+
+    /// Like [`start`](Self::start), with extra command-line arguments.
+    pub(crate) async fn start_with(root: &Path, extra: &[&str]) -> Enclave {
         let data_dir = root.join("data");
         let log = root.join("enclave.log");
         let stderr = OpenOptions::new()
@@ -44,6 +49,7 @@ impl Enclave {
             .args(["--listen", "tcp://127.0.0.1:0"])
             .arg("--data-dir")
             .arg(&data_dir)
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -113,6 +119,11 @@ impl Enclave {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The data directory (master key, attestation chain, `accounts/` blobs).
+    pub(crate) fn data_dir(&self) -> &Path {
+        &self.data_dir
     }
 
     /// The enclave's base URL, `http://127.0.0.1:PORT`.
