@@ -36,6 +36,48 @@ pub(crate) enum AccountCmd {
         #[arg(long)]
         offline: bool,
     },
+    /// Export an account to a file: encrypted under a passphrase (the backup format) unless
+    /// --unencrypted is given.
+    Export {
+        /// Account id, address or label (optional when the wallet has one account).
+        #[arg(long)]
+        account: Option<String>,
+        /// The file to write (mode 0600).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// DANGER: write the device share in clear (plain account JSON).
+        #[arg(long)]
+        unencrypted: bool,
+        #[command(flatten)]
+        passphrase: crate::secrets::PassphraseArgs,
+    },
+    /// Import an account file (encrypted or plain JSON); it is written to the wallet only
+    /// after the enclave's recovery check accepts its share.
+    Import {
+        /// The file to import.
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        /// Replace the wallet's file if it already holds this account.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        passphrase: crate::secrets::PassphraseArgs,
+    },
+    /// Refresh an account's key shares (same key and address, new shares on both sides):
+    /// the new device share is saved, then confirmed to the enclave. Older backups stop
+    /// working once it is confirmed.
+    Refresh {
+        /// Account id, address or label (optional when the wallet has one account).
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// Run the recovery check: the enclave confirms this wallet's share matches the account
+    /// (and a refreshed share is confirmed).
+    Verify {
+        /// Account id, address or label (optional when the wallet has one account).
+        #[arg(long)]
+        account: Option<String>,
+    },
 }
 
 /// Which account to sign with.
@@ -205,6 +247,19 @@ pub(crate) async fn account(cmd: AccountCmd, conn: &Conn, out: Out) -> Result<()
             }
             out.result(&v);
         }
+        AccountCmd::Export {
+            account,
+            out: path,
+            unencrypted,
+            passphrase,
+        } => crate::backup::export(conn, out, account.as_deref(), &path, unencrypted, &passphrase).await?,
+        AccountCmd::Import {
+            input,
+            force,
+            passphrase,
+        } => crate::backup::import(conn, out, &input, force, &passphrase).await?,
+        AccountCmd::Refresh { account } => crate::backup::refresh(conn, out, account.as_deref()).await?,
+        AccountCmd::Verify { account } => crate::backup::verify(conn, out, account.as_deref()).await?,
     }
     Ok(())
 }

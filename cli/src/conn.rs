@@ -46,6 +46,19 @@ impl WalletConfig {
         }
     }
 
+    /// The pinned PCRs as bytes (what a backup carries).
+    pub(crate) fn pcr_bytes(&self) -> Result<BTreeMap<u8, Vec<u8>>> {
+        self.expected_pcrs
+            .iter()
+            .map(|(i, v)| {
+                Ok((
+                    *i,
+                    hex::decode(v).with_context(|| format!("PCR{i} in config.json is not hex"))?,
+                ))
+            })
+            .collect()
+    }
+
     /// Writes `config.json`.
     pub(crate) fn save(&self, wallet: &Path) -> Result<()> {
         std::fs::create_dir_all(wallet)?;
@@ -68,9 +81,9 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// The attestation policy: the wallet's PCRs, over the AWS root or the named mock root.
-    pub(crate) fn policy(&self) -> Result<AttestationPolicy> {
-        let config = WalletConfig::load(&self.wallet)?;
+    /// The attestation policy: `config`'s PCRs (the wallet's, or a restored backup's not
+    /// saved yet), over the AWS root or the named mock root.
+    pub(crate) fn policy_for(&self, config: &WalletConfig) -> Result<AttestationPolicy> {
         let mut policy = AttestationPolicy::nitro().danger_allow_debug(config.allow_debug);
         if let Some(root) = &self.mock_root {
             let pem =
@@ -89,7 +102,12 @@ impl Conn {
 
     /// An SDK client with that policy.
     pub(crate) fn client(&self) -> Result<Client> {
-        let mut builder = Client::builder(&self.server).attestation(self.policy()?);
+        self.client_for(&WalletConfig::load(&self.wallet)?)
+    }
+
+    /// An SDK client trusting the enclave `config` pins.
+    pub(crate) fn client_for(&self, config: &WalletConfig) -> Result<Client> {
+        let mut builder = Client::builder(&self.server).attestation(self.policy_for(config)?);
         if let Some(ca) = &self.ca_cert {
             let pem = std::fs::read(ca).with_context(|| format!("cannot read --ca-cert {}", ca.display()))?;
             builder = builder.http_client(tandem_sdk::http_client_trusting(&pem)?);

@@ -4,12 +4,14 @@
 //! directory), the enclave holds the other; signatures need both.
 
 mod attestation;
+mod backup;
 mod bench;
 mod commands;
 mod conn;
 mod demo;
 mod local;
 mod output;
+mod secrets;
 mod wallet;
 
 use std::path::PathBuf;
@@ -65,7 +67,7 @@ struct Global {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Create, list and show accounts.
+    /// Create, list, show, export, import, refresh and verify accounts.
     #[command(subcommand)]
     Account(commands::AccountCmd),
     /// Verify attestation documents, offline or from a live enclave.
@@ -74,6 +76,9 @@ enum Command {
     /// Sign a hash, a message, typed data or a transaction.
     #[command(subcommand)]
     Sign(commands::SignCmd),
+    /// Encrypted backups of the device share: to a file or Google Drive, and restore.
+    #[command(subcommand)]
+    Backup(backup::BackupCmd),
     /// Run the whole system on this machine: starts a mock-mode enclave, creates an
     /// account, signs a message and an EIP-1559 transaction, verifies both.
     Demo(demo::DemoArgs),
@@ -116,6 +121,7 @@ fn main() -> ExitCode {
             Command::Account(cmd) => commands::account(cmd, &conn, out).await,
             Command::Attestation(cmd) => attestation::run(cmd, &conn, out).await,
             Command::Sign(cmd) => commands::sign(cmd, &conn, out).await,
+            Command::Backup(cmd) => backup::run(cmd, &conn, out).await,
             Command::Demo(args) => demo::run(args, out).await,
             Command::Bench(args) => bench::run(args, &conn, out).await,
         }

@@ -1,8 +1,8 @@
 //! The CLI's wallet: one JSON file per account (device share included) in a directory.
 //!
 //! Files are written atomically (temp file, fsync, rename) with mode 0600 inside a 0700
-//! directory, because they hold the device's key share. Encrypted backups are a later
-//! feature (the device-share lifecycle issue).
+//! directory, because they hold the device's key share. Encrypted backups of them are
+//! `tandem backup …` (see `backup.rs`).
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -29,27 +29,24 @@ impl Wallet {
         Ok(Wallet { dir: dir.to_path_buf() })
     }
 
-    /// Stores `account` (replacing an earlier file of the same id).
+    /// Stores `account` (replacing an earlier file of the same id). Atomic: until the new
+    /// file is complete and on disk, the old one stays in place untouched, so a crash
+    /// mid-write (e.g. during a refresh) leaves the previous share, never half of one.
     pub(crate) fn save(&self, account: &Account) -> Result<PathBuf> {
         let json = account.to_json()?;
-        let path = self.dir.join(format!("{}.json", account.id()));
-        let tmp = self.dir.join(format!(".{}.json.tmp", account.id()));
-        let mut opts = OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts
-            .open(&tmp)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        f.write_all(json.as_bytes())?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, &path).with_context(|| format!("cannot move the account file into {}", path.display()))?;
-        fs::File::open(&self.dir).and_then(|d| d.sync_all()).ok();
+        let path = self.path_of(account.id());
+        write_private(&path, json.as_bytes())?;
         Ok(path)
+    }
+
+    /// Where the account `id`'s file lives (whether or not it exists).
+    pub(crate) fn path_of(&self, id: tandem_core::AccountId) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
+    }
+
+    /// Whether the wallet has a file for account `id`.
+    pub(crate) fn contains(&self, id: tandem_core::AccountId) -> bool {
+        self.path_of(id).exists()
     }
 
     /// All accounts, sorted by label then id.
@@ -57,7 +54,14 @@ impl Wallet {
         let mut out = Vec::new();
         for entry in fs::read_dir(&self.dir).with_context(|| format!("cannot read {}", self.dir.display()))? {
             let path = entry?.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            // Account files are `<account id>.json`; anything else (config.json, a
+            // temporary file) is not an account.
+            let is_account = path.extension().and_then(|e| e.to_str()) == Some("json")
+                && path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .is_some_and(|s| tandem_core::AccountId::parse(s).is_ok());
+            if !is_account {
                 continue;
             }
             let text = zeroize::Zeroizing::new(
@@ -103,4 +107,39 @@ impl Wallet {
             n => bail!("{n} accounts match {sel:?}; use the account id instead"),
         }
     }
+}
+
+/// Writes `bytes` to `path` atomically with mode 0600: a temporary file beside it, fsync,
+/// rename over the target, fsync of the directory. Readers see the old content or the new,
+/// never a mix, and the new content is durable once this returns.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow!("{} is not a file path", path.display()))?
+        .to_string_lossy()
+        .to_string();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut opts = OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    let written = f.write_all(bytes).and_then(|()| f.sync_all());
+    drop(f);
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot write {}", tmp.display()));
+    }
+    fs::rename(&tmp, path).with_context(|| format!("cannot move the new file into {}", path.display()))?;
+    fs::File::open(&dir).and_then(|d| d.sync_all()).ok();
+    Ok(())
 }

@@ -161,3 +161,42 @@ impl std::fmt::Debug for Account {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::OnceLock;
+
+    use tandem_core::engine::{DeviceDkg, EnclaveDkg, Next};
+
+    use super::*;
+
+    /// An account from an in-process DKG (both parties here; about a second), for tests
+    /// that need real account material but no enclave.
+    fn make(label: &str) -> Account {
+        let (mut device, m0) = DeviceDkg::start().unwrap();
+        let (mut enclave, _sid, r0) = EnclaveDkg::start(&m0).unwrap();
+        let m1 = device.receive(&r0).unwrap();
+        let Next::Send(r1) = enclave.step(&m1).unwrap() else {
+            panic!("expected a reply")
+        };
+        let m2 = device.receive(&r1).unwrap();
+        let Next::Done(enclave_share) = enclave.step(&m2).unwrap() else {
+            panic!("expected done")
+        };
+        let share = device.finish(&enclave_share.public_key()).unwrap();
+        let auth = DeviceAuthKey::generate().unwrap();
+        Account::new(AccountId::random().unwrap(), Some(label.into()), share, auth).unwrap()
+    }
+
+    /// One account, made once per test binary.
+    pub(crate) fn test_account() -> Account {
+        static A: OnceLock<Account> = OnceLock::new();
+        A.get_or_init(|| make("alice")).clone()
+    }
+
+    /// A second, unrelated account.
+    pub(crate) fn test_account_2() -> Account {
+        static B: OnceLock<Account> = OnceLock::new();
+        B.get_or_init(|| make("bob")).clone()
+    }
+}

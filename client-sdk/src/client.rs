@@ -408,8 +408,22 @@ impl Client {
     /// Refreshes both shares of `account`. Returns the account with its new device share.
     /// The enclave keeps its old share until the device uses the new one: persist the
     /// returned account first, then confirm with [`Client::recover`] (or simply sign).
-    #[instrument(skip_all, fields(account = %account.id()), err)]
     pub async fn refresh(&self, account: &Account) -> Result<Account, SdkError> {
+        self.refresh_with_progress(account, |_, _| {}).await
+    }
+
+    /// [`Client::refresh`], calling `progress(stage, what)` as each of its three stages
+    /// begins: 1 attest and start, 2 exchange the re-sharing messages, 3 the final message
+    /// (after which the enclave stores its new share as pending). If the flow breaks off
+    /// anywhere (network, enclave restart), the account's current shares stay valid: the
+    /// enclave replaces nothing until the device has proved it holds the new share.
+    #[instrument(skip_all, fields(account = %account.id()), err)]
+    pub async fn refresh_with_progress(
+        &self,
+        account: &Account,
+        progress: impl Fn(u8, &'static str),
+    ) -> Result<Account, SdkError> {
+        progress(1, "attesting the enclave and starting the refresh");
         let (mut machine, m0) = DeviceRefresh::start(account.share().clone())?;
         let first = Self::authorized(account, Flow::Refresh, m0);
         let id = account.id();
@@ -420,6 +434,7 @@ impl Client {
                 client_message: m,
             })
             .await?;
+        progress(2, "exchanging the re-sharing messages");
         let reply = channel.open(0, &start.server_message.0)?;
         let (mut machine, m1) = blocking(move || {
             let m = machine.receive(&reply);
@@ -443,6 +458,10 @@ impl Client {
         })
         .await?;
         let m2 = channel.seal(2, &m2?)?;
+        progress(
+            3,
+            "finishing: the enclave stores its new share (pending until confirmed)",
+        );
         let done: RefreshStepResponse = self.step("/v1/refresh/step", &start.session_id, m2).await?;
         if done.status != Status::Done {
             return Err(SdkError::BadResponse("refresh must finish with DONE".into()));

@@ -37,6 +37,13 @@ pub enum SdkError {
     /// Reading or writing account material failed.
     #[error("storage error: {0}")]
     Storage(String),
+    /// An encrypted backup could not be written or read (wrong passphrase, tampered
+    /// file, another account's backup, parameters out of bounds, …).
+    #[error("backup: {0}")]
+    Backup(#[from] crate::backup::BackupError),
+    /// Google Drive refused or failed a request (auth, quota, transport).
+    #[error(transparent)]
+    Drive(#[from] crate::drive::DriveError),
 }
 
 impl SdkError {

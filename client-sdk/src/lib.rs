@@ -26,12 +26,18 @@
 //! * [`TandemSigner`] implements alloy's `Signer` and `TxSigner<Signature>`, so it drops
 //!   into alloy wallets and providers; [`eth`] has the payload hashing (EIP-191, EIP-712)
 //!   and signature assembly it uses.
+//! * [`backup`] encrypts an account's material under a passphrase (Argon2id +
+//!   XChaCha20-Poly1305, versioned header); [`Client::restore_backup`] decrypts and runs
+//!   the enclave's recovery check before handing the account back; [`drive`] keeps the
+//!   encrypted file in the user's Google Drive app data folder.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod account;
 pub mod attestation;
+pub mod backup;
 mod client;
+pub mod drive;
 mod error;
 pub mod eth;
 mod signer;
