@@ -94,10 +94,16 @@ async fn unsealing_costs_microseconds_and_an_account_is_a_few_kilobytes() {
     }
     let aead = t.elapsed().as_secs_f64() * 1e6 / f64::from(n);
     println!("unseal per request: cache hit {hit:.2} us, cold unseal {cold:.1} us (of which AEAD open {aead:.1} us)");
-    // Microseconds, not a KMS round trip (tens of milliseconds): generous bounds for a
-    // loaded 2-core CI machine in a debug build of the workspace crates.
-    assert!(hit < 1_000.0, "cache hit {hit} us");
-    assert!(cold < 20_000.0, "cold unseal {cold} us");
+    // Microseconds, not a KMS round trip (tens of milliseconds). Release measured 0.14 us
+    // (hit) and ~430 us (cold, 52 KB blob); a debug build runs the generic AEAD code
+    // unoptimised (~14 ms cold), so its bounds are loose for a loaded 2-core machine.
+    let (hit_max, cold_max) = if cfg!(debug_assertions) {
+        (1_000.0, 200_000.0)
+    } else {
+        (50.0, 5_000.0)
+    };
+    assert!(hit < hit_max, "cache hit {hit} us");
+    assert!(cold < cold_max, "cold unseal {cold} us");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

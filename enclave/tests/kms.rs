@@ -2,6 +2,8 @@
 //! KMS key wrapper against a real AWS API emulator (moto's server).
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -268,4 +270,133 @@ async fn kms_without_credentials_says_so() {
     let wrapper = KmsKeyWrapper::new(client, "alias/none", RecipientMode::DangerNoRecipient);
     let err = wrapper.generate().await.unwrap_err();
     assert!(matches!(err, WrapError::Credentials(_)), "{err:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// The enclave binary on KMS (moto): boot waits for the parent's credential push.
+
+async fn health(enclave: &common::Enclave) -> serde_json::Value {
+    reqwest::get(format!("{}/v1/health", enclave.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn push(control: &str, expires_at: u64) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("http://{control}/control/v1/credentials"))
+        .json(&serde_json::json!({
+            "accessKeyId": "AKIDPUSHED",
+            "secretAccessKey": "pushed-secret-never-logged",
+            "sessionToken": "pushed-session-token",
+            "expiresAt": expires_at,
+        }))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn wait_ready(enclave: &common::Enclave) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let h = health(enclave).await;
+        if h["ready"] == true {
+            return h;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not ready within 30 s: {h}\n{}",
+            enclave.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_enclave_boots_on_kms_once_the_parent_pushes_credentials() {
+    let moto = Moto::start();
+    let arn = create_key(&moto).await;
+    let root = tempfile::tempdir().unwrap();
+    let control = format!(
+        "127.0.0.1:{}",
+        TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    );
+    let control_arg = format!("tcp://{control}");
+    let args = [
+        "--kms-key-id",
+        arn.as_str(),
+        "--kms-region",
+        "eu-west-1",
+        "--kms-endpoint",
+        moto.url.as_str(),
+        "--danger-kms-no-recipient",
+        "--control-listen",
+        control_arg.as_str(),
+    ];
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+
+    let enclave = common::Enclave::start_with(root.path(), &args).await;
+    // Serving, attested, but waiting for credentials: not ready, and says why.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let h = loop {
+        let h = health(&enclave).await;
+        if h["stages"][1]["state"] != "pending" || Instant::now() > deadline {
+            break h;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        (h["status"].as_str(), h["ready"].as_bool()),
+        (Some("starting"), Some(false)),
+        "{h}"
+    );
+    assert_eq!(h["stages"][0]["state"], "done", "{h}");
+    assert_eq!(h["stages"][1]["name"], "credentials");
+    assert_eq!(h["stages"][1]["state"], "running", "{h}");
+    let client = enclave.client();
+    let err = client.get_public_key(AccountId::random().unwrap()).await.unwrap_err();
+    assert!(err.to_string().contains("not ready"), "{err}");
+    // Expired credentials are refused; good ones accepted.
+    let r = push(&control, now + 5).await;
+    assert_eq!(r.status(), 400);
+    let r = push(&control, now + 3600).await;
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    // First boot: GenerateDataKey, ring stored; then ready.
+    let h = wait_ready(&enclave).await;
+    assert_eq!(h["status"], "ok");
+    assert!(
+        h["stages"][2]["detail"].as_str().unwrap().starts_with("kms wrapper"),
+        "{h}"
+    );
+    let account = client.create_account(Some("kms")).await.unwrap();
+    let digest = alloy_primitives::keccak256(b"sealed under a KMS data key");
+    let sig = tandem_sdk::TandemSigner::new(client.clone(), account.clone())
+        .sign_digest(digest)
+        .await
+        .unwrap();
+    assert_eq!(sig.recover_address_from_prehash(&digest).unwrap(), account.address());
+    drop(enclave);
+
+    // Second boot: Decrypt of the stored data key, after the push.
+    let enclave = common::Enclave::start_with(root.path(), &args).await;
+    assert_eq!(push(&control, now + 3600).await.status(), 200);
+    wait_ready(&enclave).await;
+    let client = enclave.client();
+    let sig = tandem_sdk::TandemSigner::new(client, account.clone())
+        .sign_digest(digest)
+        .await
+        .unwrap();
+    assert_eq!(sig.recover_address_from_prehash(&digest).unwrap(), account.address());
+    // The secret never reached the log.
+    let log = std::fs::read_to_string(root.path().join("enclave.log")).unwrap();
+    assert!(log.contains("credentials received"), "the push is logged");
+    assert!(
+        !log.contains("pushed-secret") && !log.contains("pushed-session"),
+        "a secret was logged"
+    );
 }
