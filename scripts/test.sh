@@ -77,3 +77,26 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+
+# --- the enclave image's build step, as Dockerfile.enclave runs it -----------------------
+step "enclave release build with the image's flags (Dockerfile.enclave)"
+# shellcheck source=scripts/enclave-build-flags.sh
+. ./scripts/enclave-build-flags.sh
+RUSTFLAGS="$TANDEM_ENCLAVE_RUSTFLAGS" cargo build --locked --release -p tandem-enclave
+ENCLAVE_BIN=target/release/tandem-enclave
+if "$ENCLAVE_BIN" --listen tcp://127.0.0.1:0 --data-dir "$(mktemp -d)" 2>/tmp/tandem-nitro.err; then
+  echo "FAIL: the Nitro-mode binary started without an NSM device" >&2; exit 1
+fi
+grep -q "/dev/nsm" /tmp/tandem-nitro.err || { echo "FAIL: unclear refusal:" >&2; cat /tmp/tandem-nitro.err >&2; exit 1; }
+echo "nitro mode without /dev/nsm refused: $(head -1 /tmp/tandem-nitro.err)"
+DATA=$(mktemp -d)
+"$ENCLAVE_BIN" --mock --listen tcp://127.0.0.1:0 --data-dir "$DATA" >"$DATA/stdout" 2>"$DATA/stderr" &
+PID=$!
+for _ in $(seq 1 100); do
+  ADDR=$(sed -n 's/^tandem-enclave listening on \([^ ]*\).*/\1/p' "$DATA/stdout")
+  [ -n "$ADDR" ] && curl -fsS "http://$ADDR/v1/health" >"$DATA/health" 2>/dev/null && break
+  sleep 0.1
+done
+kill "$PID" 2>/dev/null || true
+grep -q '"mockMode":true' "$DATA/health" || { echo "FAIL: the release binary did not answer health in mock mode" >&2; exit 1; }
+echo "release binary answers health in mock mode: $(cat "$DATA/health")"

@@ -32,7 +32,9 @@ pub mod control;
 pub mod error;
 pub mod keystore;
 pub mod kms;
+pub mod logship;
 pub mod replay;
+pub mod runtime;
 pub mod server;
 pub mod sessions;
 

@@ -87,27 +87,61 @@ struct Args {
     /// Log as JSON lines (for log shipping) instead of human-readable text.
     #[arg(long)]
     log_json: bool,
+
+    /// Also stream the logs as JSON lines to the parent proxy (`tandem-proxy
+    /// --enclave-logs`): vsock://3:5001 in Nitro mode (no console there), tcp://… in mock mode.
+    #[arg(long, value_name = "ADDR", env = "TANDEM_SHIP_LOGS")]
+    ship_logs: Option<tandem_enclave::logship::ShipAddr>,
+}
+
+/// Logs to stderr (text or JSON) and, with `--ship-logs`, as JSON lines to the parent.
+fn init_logging(args: &Args) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=info"))
+    };
+    let stderr = if args.log_json {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_filter(filter())
+            .boxed()
+    } else {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(filter())
+            .boxed()
+    };
+    let ship = args.ship_logs.clone().map(|addr| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_writer(tandem_enclave::logship::start(addr))
+            .with_filter(filter())
+    });
+    tracing_subscriber::registry().with(stderr).with(ship).init();
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if args.log_json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    init_logging(&args);
 
     if !args.mock && !std::path::Path::new("/dev/nsm").exists() {
         eprintln!(
             "error: Nitro mode needs /dev/nsm, and this is not a Nitro Enclave. Pass --mock to run in mock mode \
              (development attestation, local master key) on a laptop or CI."
         );
+        return ExitCode::from(2);
+    }
+    if !args.mock
+        && let Err(e) =
+            tandem_enclave::runtime::check_nitro_entropy(std::path::Path::new(tandem_enclave::runtime::RNG_CURRENT))
+    {
+        eprintln!("error: {e}");
         return ExitCode::from(2);
     }
     if !args.mock && args.danger_kms_no_recipient {

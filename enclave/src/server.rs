@@ -180,7 +180,11 @@ impl Server {
                 http::StatusCode::GATEWAY_TIMEOUT,
                 Duration::from_secs(60),
             ))
-            .layer(TraceLayer::new_for_http())
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(request_span)
+                    .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO)),
+            )
     }
 
     /// In mock mode, the development attestation root (PEM file) clients must be told to
@@ -193,6 +197,18 @@ impl Server {
     pub fn state(&self) -> &Arc<AppState> {
         &self.state
     }
+}
+
+/// The span every request's log lines carry: method, path and the request id the proxy
+/// assigned (`x-request-id`), so one request can be followed from the proxy's log into the
+/// enclave's.
+fn request_span(req: &http::Request<axum::body::Body>) -> tracing::Span {
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %request_id)
 }
 
 /// A bound listener: TCP, Unix or vsock.
