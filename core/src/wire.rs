@@ -66,6 +66,10 @@ pub struct HealthResponse {
     /// servers that predate boot stages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready: Option<bool>,
+    /// The enclave's wall clock minus the parent's, in milliseconds, as last measured
+    /// (the parent pushes its time at boot and periodically). Absent until measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_drift_ms: Option<i64>,
     /// The boot sequence (attest → credentials → unwrapDataKey → ready), stage by stage.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stages: Vec<BootStage>,

@@ -47,6 +47,8 @@ pub struct AppState {
     pub boot: Arc<crate::boot::BootStatus>,
     /// Where the parent's credential pushes land (KMS key wrapper only).
     pub credentials: Option<crate::kms::credentials::CredentialSlot>,
+    /// The wall-clock drift from the parent, as last pushed by it.
+    pub clock: crate::runtime::ClockDrift,
 }
 
 /// How far a device's clock may be from ours for its authorization to count.
@@ -175,6 +177,7 @@ async fn health(State(state): State<Arc<AppState>>) -> Json<HealthResponse> {
         mock_mode: state.mock_mode,
         version: env!("CARGO_PKG_VERSION").into(),
         ready: Some(ready),
+        clock_drift_ms: state.clock.measured().then(|| state.clock.millis()),
         stages,
     })
 }

@@ -7,6 +7,8 @@
 //! * `POST /control/v1/credentials` `{accessKeyId, secretAccessKey, sessionToken?,
 //!   expiresAt?}` → `{accepted: true, expiresAt}`: stores AWS credentials for the KMS
 //!   client (see [`crate::kms::credentials`]). The body is never logged.
+//! * `POST /control/v1/time` `{unixMillis}` → `{driftMs}`: the parent's wall clock, pushed
+//!   at boot and periodically; a large drift is logged and reported by `/v1/health`.
 
 use std::sync::Arc;
 
@@ -34,6 +36,7 @@ pub struct CredentialsAccepted {
 pub fn control_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/control/v1/credentials", post(push_credentials))
+        .route("/control/v1/time", post(push_time))
         .fallback(|| async { ApiError::new(ErrorCode::InvalidRequest, "no such control route") })
         .with_state(state)
 }
@@ -55,4 +58,30 @@ async fn push_credentials(
         accepted: true,
         expires_at,
     }))
+}
+
+/// The parent's clock.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ParentTime {
+    /// The parent's wall clock, Unix milliseconds.
+    pub unix_millis: i64,
+}
+
+/// The measured drift.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TimeAccepted {
+    /// The enclave's clock minus the parent's, milliseconds.
+    pub drift_ms: i64,
+}
+
+async fn push_time(State(state): State<Arc<AppState>>, ApiJson(t): ApiJson<ParentTime>) -> Json<TimeAccepted> {
+    let ours = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    Json(TimeAccepted {
+        drift_ms: state.clock.observe(t.unix_millis, ours),
+    })
 }

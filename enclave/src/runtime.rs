@@ -39,6 +39,7 @@ pub fn check_nitro_entropy(rng_current: &Path) -> Result<(), String> {
 #[derive(Debug, Default)]
 pub struct ClockDrift {
     millis: AtomicI64,
+    measured: std::sync::atomic::AtomicBool,
 }
 
 /// Drift above which the enclave warns: authorizations allow ±5 minutes, attestation
@@ -50,10 +51,16 @@ impl ClockDrift {
     pub fn observe(&self, parent_unix_ms: i64, ours_unix_ms: i64) -> i64 {
         let drift = ours_unix_ms - parent_unix_ms;
         self.millis.store(drift, Ordering::Relaxed);
+        self.measured.store(true, Ordering::Relaxed);
         if drift.abs() > DRIFT_WARN_MS {
             tracing::warn!(drift_ms = drift, "the enclave's clock differs from the parent's");
         }
         drift
+    }
+
+    /// Whether the parent has pushed its time at least once.
+    pub fn measured(&self) -> bool {
+        self.measured.load(Ordering::Relaxed)
     }
 
     /// The last measured drift in milliseconds.

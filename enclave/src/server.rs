@@ -128,6 +128,7 @@ impl Server {
             replay: ReplayCache::new(Duration::from_secs(900), 1 << 20),
             boot: Arc::new(BootStatus::new()),
             credentials,
+            clock: crate::runtime::ClockDrift::default(),
         };
         let server = Server {
             state: Arc::new(state),

@@ -1,6 +1,7 @@
-//! Log shipping across real processes: the enclave binary streams its JSON logs over TCP
-//! (standing in for vsock) to the proxy binary, whose own log then carries the enclave's
-//! lines with their request ids.
+//! The parent's services across real processes: the enclave binary streams its JSON logs
+//! over TCP (standing in for vsock) to the proxy binary, whose own log then carries the
+//! enclave's lines with their request ids; and the proxy pushes its clock to the enclave's
+//! control listener, whose health then reports the drift.
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
 
 use std::io::{BufRead, BufReader};
@@ -41,7 +42,7 @@ impl Drop for Kill {
 #[tokio::test]
 async fn enclave_log_lines_reach_the_proxy_log_with_their_request_ids() {
     let dir = tempfile::tempdir().unwrap();
-    let (log_port, enclave_port) = (free_port(), free_port());
+    let (log_port, enclave_port, control_port) = (free_port(), free_port(), free_port());
     let proxy_log = dir.path().join("proxy.log");
     let proxy = Kill(
         Command::new(proxy_bin())
@@ -49,6 +50,7 @@ async fn enclave_log_lines_reach_the_proxy_log_with_their_request_ids() {
             .arg(dir.path().join("tls"))
             .args(["--enclave", &format!("tcp://127.0.0.1:{enclave_port}")])
             .args(["--enclave-logs", &format!("tcp://127.0.0.1:{log_port}")])
+            .args(["--enclave-control", &format!("tcp://127.0.0.1:{control_port}")])
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&proxy_log).unwrap())
             .spawn()
@@ -74,6 +76,7 @@ async fn enclave_log_lines_reach_the_proxy_log_with_their_request_ids() {
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .args(["--ship-logs", &format!("tcp://127.0.0.1:{log_port}")])
+            .args(["--control-listen", &format!("tcp://127.0.0.1:{control_port}")])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -89,13 +92,25 @@ async fn enclave_log_lines_reach_the_proxy_log_with_their_request_ids() {
     let request_id = "ship-me-7f3a9c";
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let ok = http
+        let health: Option<serde_json::Value> = match http
             .get(format!("{proxy_url}/v1/health"))
             .header("x-request-id", request_id)
             .send()
             .await
-            .map(|r| r.status().is_success())
-            .unwrap_or(false);
+        {
+            Ok(r) if r.status().is_success() => r.json().await.ok(),
+            _ => None,
+        };
+        // The proxy pushes its clock at start, retrying every second until the enclave
+        // answers, then every minute.
+        let drift = health
+            .as_ref()
+            .and_then(|h| h.get("clockDriftMs"))
+            .and_then(serde_json::Value::as_i64);
+        if let Some(d) = drift {
+            assert!(d.abs() < 5_000, "same machine, same clock: drift {d} ms");
+        }
+        let ok = drift.is_some();
         let log = std::fs::read_to_string(&proxy_log).unwrap_or_default();
         let shipped = log
             .lines()

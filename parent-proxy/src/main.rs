@@ -127,6 +127,11 @@ struct Args {
     /// `enclave`): `vsock://5001` on a Nitro parent, `tcp://127.0.0.1:5001` in mock mode.
     #[arg(long, value_name = "ADDR", env = "TANDEM_ENCLAVE_LOGS")]
     enclave_logs: Option<tandem_proxy::enclave_logs::LogListenAddr>,
+
+    /// The enclave's control listener (`tandem-enclave --control-listen`): the proxy pushes
+    /// its wall clock there at start and every minute, so the enclave can report drift.
+    #[arg(long, value_name = "ADDR", env = "TANDEM_ENCLAVE_CONTROL")]
+    enclave_control: Option<EnclaveAddr>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -268,6 +273,13 @@ async fn main() -> ExitCode {
                 tracing::error!(error = %e, "cannot receive the enclave's logs");
             }
         });
+    }
+    if let Some(addr) = args.enclave_control.clone() {
+        tokio::spawn(tandem_proxy::enclave_control::push_time_loop(
+            addr,
+            Duration::from_secs(60),
+            shutdown.clone(),
+        ));
     }
     run(proxy, listener, metrics_listener, shutdown).await;
     ExitCode::SUCCESS
