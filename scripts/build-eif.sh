@@ -15,10 +15,11 @@
 #   --dry-run           print the commands instead of running them
 #
 # Environment: RUST_IMAGE, RUNTIME_IMAGE (base images; pin them by digest for production),
+#              KMS_KEY_ID, KMS_REGION (baked into the image: --production requires KMS_KEY_ID),
 #              SOURCE_DATE_EPOCH (default: the commit time, for reproducible builds).
 set -euo pipefail
 
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
 
 cd "$(dirname "$0")/.."
 PRODUCTION=0
@@ -51,6 +52,8 @@ TAG="${TAG:-tandem-enclave:${SHA}}"
 RUST_IMAGE="${RUST_IMAGE:-rust:1.95.0-slim-bookworm}"
 RUNTIME_IMAGE="${RUNTIME_IMAGE:-debian:bookworm-slim}"
 SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}"
+KMS_KEY_ID="${KMS_KEY_ID:-}"
+KMS_REGION="${KMS_REGION:-us-east-1}"
 
 if [ "$PRODUCTION" = 1 ]; then
   if [ -n "$(git status --porcelain 2>/dev/null)" ]; then
@@ -63,6 +66,10 @@ if [ "$PRODUCTION" = 1 ]; then
       *) echo "error: --production needs base images pinned by digest (got $image); set RUST_IMAGE/RUNTIME_IMAGE=name@sha256:..." >&2; exit 1 ;;
     esac
   done
+  if [ -z "$KMS_KEY_ID" ]; then
+    echo "error: --production needs KMS_KEY_ID (the key that wraps the data key; it is part of the image)" >&2
+    exit 1
+  fi
 fi
 
 run() {
@@ -79,6 +86,8 @@ run docker build -f Dockerfile.enclave \
   --build-arg "RUST_IMAGE=${RUST_IMAGE}" \
   --build-arg "RUNTIME_IMAGE=${RUNTIME_IMAGE}" \
   --build-arg "SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH}" \
+  --build-arg "KMS_KEY_ID=${KMS_KEY_ID}" \
+  --build-arg "KMS_REGION=${KMS_REGION}" \
   -t "$TAG" .
 
 NITRO=(nitro-cli build-enclave --docker-uri "$TAG" --output-file "$OUT/enclave.eif")
