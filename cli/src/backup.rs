@@ -226,15 +226,23 @@ pub(crate) async fn refresh(conn: &Conn, out: Out, selector: Option<&str>) -> Re
     let old = wallet.find(selector)?;
     let client = conn.client()?;
     let started = Instant::now();
-    let new = client
-        .refresh_with_progress(&old, |stage, what| {
-            out.progress(&format!(
-                "  [{stage}/3] {what} ({:.2}s)",
-                started.elapsed().as_secs_f64()
-            ));
-        })
-        .await
-        .context("the refresh failed; the account keeps its current shares (nothing changed in the wallet)")?;
+    let progress = |stage: u8, what: &'static str| {
+        out.progress(&format!(
+            "  [{stage}/3] {what} ({:.2}s)",
+            started.elapsed().as_secs_f64()
+        ));
+    };
+    let new = match client.refresh_with_progress(&old, progress).await {
+        // The wallet holds the share of an earlier refresh the enclave has not seen used
+        // yet (its confirmation was cut off): confirm it, then refresh.
+        Err(e) if e.code() == Some(ErrorCode::MpcInvalidShare) => {
+            out.progress("  an earlier refresh is unconfirmed: confirming it first (recovery check)…");
+            client.recover(&old).await.map_err(recovery_error)?;
+            client.refresh_with_progress(&old, progress).await
+        }
+        other => other,
+    }
+    .context("the refresh failed; the account keeps its current shares (nothing changed in the wallet)")?;
     let refresh_ms = started.elapsed().as_millis() as u64;
     if new.address() != old.address() || new.public_key() != old.public_key() {
         bail!("the refresh produced another key; the wallet keeps the old share");

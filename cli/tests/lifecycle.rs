@@ -155,6 +155,10 @@ async fn backup_wipe_restore_recover_sign() {
     let (id, address) = env.create("w", "alice").await;
     env.signs("w", &id, "before the backup", address).await;
     let share = device_share(&env.path("w").join(format!("{id}.json")));
+    // Pin the enclave's PCRs: the backup carries them to the restored device.
+    let (ok, _, err) = env.tandem("w", &["attestation", "fetch", "--save-pcrs"]).await;
+    assert!(ok, "{err}");
+    let config = std::fs::read_to_string(env.path("w").join("config.json")).unwrap();
 
     let started = Instant::now();
     let (ok, v, err) = env
@@ -179,6 +183,7 @@ async fn backup_wipe_restore_recover_sign() {
         started.elapsed()
     );
     assert_eq!(v["kdf"], "argon2id m=65536KiB t=3 p=1");
+    assert_eq!(v["pcrs"], 4, "PCR0, 1, 2 and 8 travel in the backup");
     let file = std::fs::read(env.path("alice.backup")).unwrap();
     assert_eq!(&file[..8], b"TANDEMBK");
     let text = String::from_utf8_lossy(&file);
@@ -214,6 +219,11 @@ async fn backup_wipe_restore_recover_sign() {
     );
     assert_eq!(v["recovered"], true);
     assert_eq!(v["accountId"], id.as_str());
+    assert_eq!(v["pcrsAdopted"], true);
+    let restored: Value =
+        serde_json::from_str(&std::fs::read_to_string(env.path("w").join("config.json")).unwrap()).unwrap();
+    let original: Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(restored["expectedPcrs"], original["expectedPcrs"]);
     assert_eq!(env.account_files("w").len(), 1);
     assert_eq!(device_share(&env.path("w").join(format!("{id}.json"))), share);
     env.signs("w", "alice", "after the restore", address).await;
@@ -299,6 +309,26 @@ async fn refresh_retires_old_shares_and_stale_backups() {
     let (ok, v, _) = env.tandem("old-wallet", &["account", "verify"]).await;
     assert!(!ok);
     assert!(error_of(&v).contains("RECOVERY_FAILED"), "{v}");
+
+    // A refresh whose confirmation was cut off (the device saved the new share, the
+    // enclave never saw it used): `tandem account refresh` confirms it, then refreshes.
+    let pem = std::fs::read_to_string(&env.mock_root).unwrap();
+    let client = tandem_sdk::Client::builder(&env.url)
+        .attestation(
+            tandem_sdk::attestation::AttestationPolicy::nitro()
+                .danger_allow_mock(&pem)
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let current = tandem_sdk::Account::from_json(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let unconfirmed = client.refresh(&current).await.unwrap();
+    std::fs::write(&file, unconfirmed.to_json().unwrap().as_bytes()).unwrap();
+    let (ok, v, err) = env.tandem("w", &["account", "refresh"]).await;
+    assert!(ok, "{v} {err}");
+    assert_eq!(v["confirmed"], true);
+    assert_eq!(v["address"], address.to_string());
+    env.signs("w", "bob", "after the unconfirmed refresh", address).await;
 
     // A backup made now holds the new share.
     let (ok, _, err) = env

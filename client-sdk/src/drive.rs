@@ -56,8 +56,13 @@ impl OAuthToken {
         Ok(OAuthToken(Zeroizing::new(trimmed.to_string())))
     }
 
-    fn bearer(&self) -> Zeroizing<String> {
-        Zeroizing::new(format!("Bearer {}", self.0.as_str()))
+    /// The `Authorization` header value, marked sensitive so that HTTP-layer `Debug`
+    /// output and logs show it as `Sensitive`.
+    fn bearer(&self) -> Result<reqwest::header::HeaderValue, DriveError> {
+        let text = Zeroizing::new(format!("Bearer {}", self.0.as_str()));
+        let mut value = reqwest::header::HeaderValue::from_str(&text).map_err(|_| DriveError::InvalidToken)?;
+        value.set_sensitive(true);
+        Ok(value)
     }
 }
 
@@ -169,10 +174,20 @@ impl DriveClient {
     /// for loopback addresses: anything else would send the token in clear.
     pub fn with_base_url(base_url: &str) -> Result<Self, SdkError> {
         let base_url = base_url.trim_end_matches('/').to_string();
-        let loopback = ["http://127.", "http://localhost:", "http://localhost/", "http://[::1]"];
-        if !(base_url.starts_with("https://") || loopback.iter().any(|p| base_url.starts_with(p))) {
+        let url = reqwest::Url::parse(&base_url)
+            .map_err(|e| SdkError::InvalidInput(format!("the Drive URL {base_url:?} does not parse: {e}")))?;
+        let loopback = match url.host_str() {
+            Some("localhost") => true,
+            Some(host) => host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback()),
+            None => false,
+        };
+        if !(url.scheme() == "https" || (url.scheme() == "http" && loopback)) || url.query().is_some() {
             return Err(SdkError::InvalidInput(format!(
-                "the Drive URL must be https:// (or http:// on loopback), got {base_url:?}"
+                "the Drive URL must be https:// (or http:// on loopback), without a query, got {base_url:?}"
             )));
         }
         let http = reqwest::Client::builder()
@@ -198,7 +213,7 @@ impl DriveClient {
         let resp = self
             .http
             .get(format!("{}/drive/v3/files", self.base_url))
-            .header(reqwest::header::AUTHORIZATION, token.bearer().as_str())
+            .header(reqwest::header::AUTHORIZATION, token.bearer()?)
             .query(&[
                 ("spaces", "appDataFolder"),
                 ("q", q),
@@ -241,7 +256,7 @@ impl DriveClient {
         let resp = self
             .http
             .get(format!("{}/drive/v3/files/{file_id}", self.base_url))
-            .header(reqwest::header::AUTHORIZATION, token.bearer().as_str())
+            .header(reqwest::header::AUTHORIZATION, token.bearer()?)
             .query(&[("alt", "media")])
             .send()
             .await
@@ -256,7 +271,7 @@ impl DriveClient {
             Some(existing) => self
                 .http
                 .patch(format!("{}/upload/drive/v3/files/{}", self.base_url, existing.id))
-                .header(reqwest::header::AUTHORIZATION, token.bearer().as_str())
+                .header(reqwest::header::AUTHORIZATION, token.bearer()?)
                 .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
                 .query(&[("uploadType", "media"), ("fields", "id,name,modifiedTime")])
                 .body(content.to_vec())
@@ -272,7 +287,7 @@ impl DriveClient {
                 let (boundary, body) = multipart_related(&metadata.to_string(), content)?;
                 self.http
                     .post(format!("{}/upload/drive/v3/files", self.base_url))
-                    .header(reqwest::header::AUTHORIZATION, token.bearer().as_str())
+                    .header(reqwest::header::AUTHORIZATION, token.bearer()?)
                     .header(
                         reqwest::header::CONTENT_TYPE,
                         format!("multipart/related; boundary={boundary}"),

@@ -517,7 +517,22 @@ async fn auth_and_quota_errors_are_mapped_and_tokens_never_shown() {
     let down = DriveClient::with_base_url(&format!("http://127.0.0.1:{port}")).unwrap();
     let err = down.pull_backup(&token(), account.id()).await.unwrap_err();
     assert!(matches!(err, SdkError::Drive(DriveError::Transport(_))), "{err:?}");
-    assert!(DriveClient::with_base_url("http://drive.example.com").is_err());
+    for refused in [
+        "http://drive.example.com",
+        "http://127.0.0.1.example.com",
+        "ftp://127.0.0.1",
+        "https://www.googleapis.com/?x=1",
+        "not a url",
+    ] {
+        assert!(DriveClient::with_base_url(refused).is_err(), "{refused}");
+    }
+    for accepted in [
+        "http://localhost:1234",
+        "http://[::1]:80/",
+        "https://drive.example.com/",
+    ] {
+        assert!(DriveClient::with_base_url(accepted).is_ok(), "{accepted}");
+    }
     assert_eq!(DriveClient::new().unwrap().base_url(), GOOGLE_APIS);
 
     assert_eq!(drive.violations(), Vec::<String>::new());
