@@ -168,16 +168,8 @@ impl Client {
     pub async fn attest(&self) -> Result<VerifiedDocument, SdkError> {
         let mut nonce = [0u8; 32];
         getrandom_fill(&mut nonce)?;
-        let resp: AttestationResponse = self
-            .post(
-                "/v1/attestation",
-                &AttestationRequest {
-                    request_id: None,
-                    nonce: B64(nonce.to_vec()),
-                },
-            )
-            .await?;
-        let verified = self.inner.policy.verify(&resp.document.0, unix_now(), Some(&nonce))?;
+        let document = self.fetch_attestation_document(&nonce).await?;
+        let verified = self.inner.policy.verify(&document, unix_now(), Some(&nonce))?;
         let key: [u8; 32] = verified
             .document
             .public_key

@@ -54,35 +54,34 @@ pub async fn receive(addr: LogListenAddr, shutdown: CancellationToken) -> std::i
         LogListenAddr::Tcp(a) => {
             let listener = TcpListener::bind(a).await?;
             tracing::info!(addr = %listener.local_addr()?, "receiving enclave logs");
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
-                    accepted = listener.accept() => match accepted {
-                        Ok((stream, _)) => { tokio::spawn(relay(stream)); }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "accepting an enclave log stream failed");
-                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                        }
-                    },
-                }
-            }
+            accept_loop(|| async { listener.accept().await.map(|(s, _)| s) }, shutdown).await
         }
         LogListenAddr::Vsock(port) => {
             let listener =
                 tokio_vsock::VsockListener::bind(tokio_vsock::VsockAddr::new(tokio_vsock::VMADDR_CID_ANY, port))?;
             tracing::info!(port, "receiving enclave logs over vsock");
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
-                    accepted = listener.accept() => match accepted {
-                        Ok((stream, _)) => { tokio::spawn(relay(stream)); }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "accepting an enclave log stream failed");
-                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                        }
-                    },
+            accept_loop(|| async { listener.accept().await.map(|(s, _)| s) }, shutdown).await
+        }
+    }
+}
+
+/// Accepts streams with `accept` and relays each on its own task; accept errors back off.
+async fn accept_loop<S, F, Fut>(accept: F, shutdown: CancellationToken) -> std::io::Result<()>
+where
+    S: AsyncRead + Unpin + Send + 'static,
+    F: Fn() -> Fut,
+    Fut: Future<Output = std::io::Result<S>>,
+{
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            accepted = accept() => match accepted {
+                Ok(stream) => { tokio::spawn(relay(stream)); }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting an enclave log stream failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
-            }
+            },
         }
     }
 }
