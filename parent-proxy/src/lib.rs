@@ -33,6 +33,7 @@
 
 pub mod config;
 pub mod connector;
+pub mod credentials;
 pub mod enclave_control;
 pub mod enclave_logs;
 pub mod error;

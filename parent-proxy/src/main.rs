@@ -132,6 +132,17 @@ struct Args {
     /// its wall clock there at start and every minute, so the enclave can report drift.
     #[arg(long, value_name = "ADDR", env = "TANDEM_ENCLAVE_CONTROL")]
     enclave_control: Option<EnclaveAddr>,
+
+    /// Push AWS credentials for KMS to the enclave's control listener (needs
+    /// --enclave-control): `imds` (the instance role, IMDSv2) or `env` (this process's
+    /// AWS_* variables). Pushed at start and again before they expire.
+    #[arg(
+        long,
+        value_name = "SOURCE",
+        requires = "enclave_control",
+        env = "TANDEM_PUSH_CREDENTIALS"
+    )]
+    push_credentials: Option<tandem_proxy::credentials::CredentialSource>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
