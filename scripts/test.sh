@@ -70,10 +70,13 @@ fi
 
 # --- tests ------------------------------------------------------------------------------
 step "tests (cargo nextest if present, else cargo test)"
+SUMMARY=""
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --locked --no-fail-fast
-  # nextest does not run doctests.
+  # nextest does not run doctests: run them first, so nextest's summary is the last word.
   cargo test --workspace --locked --doc
+  mkdir -p .tools
+  cargo nextest run --workspace --locked --no-fail-fast 2>&1 | tee .tools/nextest.log
+  SUMMARY=$(grep -E 'Summary .* tests run' .tools/nextest.log | tail -1)
 else
   cargo test --workspace --locked --no-fail-fast
 fi
@@ -100,3 +103,10 @@ done
 kill "$PID" 2>/dev/null || true
 grep -q '"mockMode":true' "$DATA/health" || { echo "FAIL: the release binary did not answer health in mock mode" >&2; exit 1; }
 echo "release binary answers health in mock mode: $(cat "$DATA/health")"
+
+# The last line: the test count (nextest's summary, restated plainly for CI).
+if [ -n "$SUMMARY" ]; then
+  PASSED=$(sed -nE 's/.* ([0-9]+) passed.*/\1/p' <<<"$SUMMARY")
+  FAILED=$(sed -nE 's/.* ([0-9]+) failed.*/\1/p' <<<"$SUMMARY")
+  echo "${PASSED:-0} passed, ${FAILED:-0} failed"
+fi
