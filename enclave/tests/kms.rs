@@ -234,13 +234,13 @@ async fn kms_generate_and_decrypt_against_moto() {
     // GenerateDataKey, then Decrypt of what it returned: the same key.
     let (key, wrapped) = wrapper.generate().await.unwrap();
     assert!(!wrapped.is_empty());
-    let again = wrapper.unwrap(&wrapped).await.unwrap();
+    let again = wrapper.unwrap_key(&wrapped).await.unwrap();
     assert_eq!(again.id(), key.id());
     // A tampered wrapped key is refused by KMS, cleanly.
     let mut bad = wrapped.clone();
     let last = bad.len() - 1;
     bad[last] ^= 1;
-    assert!(wrapper.unwrap(&bad).await.is_err());
+    assert!(wrapper.unwrap_key(&bad).await.is_err());
 
     // The key ring: first boot generates and stores; the second boot decrypts.
     let store: Arc<dyn BlobStore> = Arc::new(MemoryBlobStore::default());

@@ -63,7 +63,7 @@ pub trait KeyWrapper: Send + Sync + 'static {
     /// Makes a new data key: the key, and its wrapped form to store.
     async fn generate(&self) -> Result<(DataKey, Vec<u8>), WrapError>;
     /// Unwraps a stored wrapped key.
-    async fn unwrap(&self, wrapped: &[u8]) -> Result<DataKey, WrapError>;
+    async fn unwrap_key(&self, wrapped: &[u8]) -> Result<DataKey, WrapError>;
     /// A key that opens blobs written before the key ring existed (the local master key
     /// itself); `None` for wrappers that never sealed directly.
     fn legacy_key(&self) -> Option<DataKey> {
@@ -160,7 +160,7 @@ impl KeyWrapper for LocalKeyWrapper {
         Ok((key, wrapped))
     }
 
-    async fn unwrap(&self, wrapped: &[u8]) -> Result<DataKey, WrapError> {
+    async fn unwrap_key(&self, wrapped: &[u8]) -> Result<DataKey, WrapError> {
         if wrapped.len() != 24 + 32 + 16 {
             return Err(WrapError::Unwrap("wrapped key has the wrong length".into()));
         }
@@ -275,7 +275,7 @@ async fn unwrap_ring(bytes: &[u8], wrapper: &dyn KeyWrapper) -> Result<(Sealer, 
     for entry in &ring.keys {
         let wrapped = base64::Engine::decode(&b64(), &entry.wrapped)
             .map_err(|_| KeystoreError::Corrupt("key ring entry is not base64"))?;
-        let key = wrapper.unwrap(&wrapped).await?;
+        let key = wrapper.unwrap_key(&wrapped).await?;
         // The id is recomputed from the unwrapped key: a ring entry cannot claim another id.
         if hex::encode(key.id()) != entry.id {
             return Err(KeystoreError::Corrupt("key ring entry does not match its id"));

@@ -206,7 +206,7 @@ impl KeyWrapper for KmsKeyWrapper {
         Ok((data_key, wrapped))
     }
 
-    async fn unwrap(&self, wrapped: &[u8]) -> Result<DataKey, WrapError> {
+    async fn unwrap_key(&self, wrapped: &[u8]) -> Result<DataKey, WrapError> {
         let recipient = self.recipient().await?;
         let mut request = self
             .client
@@ -323,7 +323,7 @@ mod tests {
             RecipientKey::from_pkcs8_der(&fixture("enclaver-recipient-rsa2048-pkcs8.der.b64"))
         }
         wrapper.make_key = fixture_key;
-        let err = wrapper.unwrap(b"wrapped-data-key").await.unwrap_err();
+        let err = wrapper.unwrap_key(b"wrapped-data-key").await.unwrap_err();
         assert!(
             matches!(&err, WrapError::Unwrap(m) if m.contains("not a 32-byte key")),
             "the answer must open to the fixture's 12-byte plaintext: {err:?}"
@@ -366,7 +366,7 @@ mod tests {
         });
         // A real one-time key (not the fixture's): the envelope is not ours.
         let (wrapper, seen, _dir) = wrapper(answer);
-        let err = wrapper.unwrap(b"x").await.unwrap_err();
+        let err = wrapper.unwrap_key(b"x").await.unwrap_err();
         assert!(
             matches!(err, WrapError::Recipient(RecipientError::KeyTransport)),
             "{err:?}"
@@ -391,7 +391,7 @@ mod tests {
             "CiphertextForRecipient": "AA==",
         });
         let (wrapper, _, _dir) = wrapper(answer);
-        let err = wrapper.unwrap(b"x").await.unwrap_err();
+        let err = wrapper.unwrap_key(b"x").await.unwrap_err();
         assert!(matches!(&err, WrapError::Kms(m) if m.contains("expected")), "{err:?}");
     }
 }
