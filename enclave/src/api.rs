@@ -344,6 +344,22 @@ fn authorize(state: &AppState, account: &StoredAccount, flow: Flow, first: &Firs
     Ok(())
 }
 
+/// Opens the device's sealed message of `step` and feeds it to `machine`, on the blocking
+/// pool; hands the machine and channel back with the result so the session can go on.
+async fn open_and_step<M: Send + 'static, T: Send + 'static>(
+    mut machine: M,
+    mut channel: EnclaveChannel,
+    step: u8,
+    wire: Vec<u8>,
+    feed: impl FnOnce(&mut M, &[u8]) -> Result<T, ProtocolError> + Send + 'static,
+) -> Result<(M, EnclaveChannel, Result<T, ProtocolError>), ApiError> {
+    cpu(move || {
+        let result = channel.open(step, &wire).and_then(|m| feed(&mut machine, &m));
+        (machine, channel, result)
+    })
+    .await
+}
+
 fn sealed(channel: &EnclaveChannel, step: u8, plaintext: &[u8]) -> Result<B64, ApiError> {
     Ok(B64(channel.seal(step, plaintext)?))
 }
@@ -399,11 +415,11 @@ async fn create_step(
     let result = async {
         let Live {
             machine,
-            mut channel,
+            channel,
             next_step,
         } = state.sessions.take(&sid, Flow::Dkg)?;
         let Machine::Dkg {
-            mut machine,
+            machine,
             label,
             client_node_id,
             auth_key,
@@ -412,11 +428,7 @@ async fn create_step(
             return Err(ApiError::new(ErrorCode::InternalError, "session table mixed flows"));
         };
         let wire = req.client_message.0;
-        let (machine, channel, next) = cpu(move || {
-            let next = channel.open(next_step, &wire).and_then(|m| machine.step(&m));
-            (machine, channel, next)
-        })
-        .await?;
+        let (machine, channel, next) = open_and_step(machine, channel, next_step, wire, |m, msg| m.step(msg)).await?;
         match next? {
             Next::Send(reply) => {
                 let server_message = sealed(&channel, next_step, &reply)?;
@@ -530,11 +542,11 @@ async fn sign_step(
     let result = async {
         let Live {
             machine,
-            mut channel,
+            channel,
             next_step,
         } = state.sessions.take(&sid, Flow::Sign)?;
         let Machine::Sign {
-            mut machine,
+            machine,
             account,
             confirms_refresh,
         } = machine
@@ -542,11 +554,8 @@ async fn sign_step(
             return Err(ApiError::new(ErrorCode::InternalError, "session table mixed flows"));
         };
         let wire = req.client_message.0;
-        let (machine, channel, partial) = cpu(move || {
-            let p = channel.open(next_step, &wire).and_then(|m| machine.step(&m));
-            (machine, channel, p)
-        })
-        .await?;
+        let (machine, channel, partial) =
+            open_and_step(machine, channel, next_step, wire, |m, msg| m.step(msg)).await?;
         let partial = match partial {
             Ok(p) => p,
             Err(e) => {
@@ -661,18 +670,14 @@ async fn refresh_step(
     let result = async {
         let Live {
             machine,
-            mut channel,
+            channel,
             next_step,
         } = state.sessions.take(&sid, Flow::Refresh)?;
-        let Machine::Refresh { mut machine, account } = machine else {
+        let Machine::Refresh { machine, account } = machine else {
             return Err(ApiError::new(ErrorCode::InternalError, "session table mixed flows"));
         };
         let wire = req.client_message.0;
-        let (machine, channel, next) = cpu(move || {
-            let next = channel.open(next_step, &wire).and_then(|m| machine.step(&m));
-            (machine, channel, next)
-        })
-        .await?;
+        let (machine, channel, next) = open_and_step(machine, channel, next_step, wire, |m, msg| m.step(msg)).await?;
         match next? {
             Next::Send(reply) => {
                 let server_message = sealed(&channel, next_step, &reply)?;
