@@ -12,7 +12,30 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+
+# --- the repository stands alone ------------------------------------------------------------
+# CI's checkout has a `shared/` folder beside it that a fresh clone does not. So the suite
+# runs in a copy of the repository's files (tracked, plus untracked-but-not-ignored: what a
+# commit of the working tree would hold) in a directory with nothing beside it, reusing this
+# checkout's target directory (mtimes are kept, so nothing is rebuilt) and its `.tools/`.
+if [ -z "${TANDEM_ISOLATED:-}" ]; then
+  SOURCE=$(pwd)
+  ISOLATED="${TMPDIR:-/tmp}/tandem-isolated-$(id -u)-$(printf '%s' "$SOURCE" | sha256sum | cut -c1-12)"
+  rm -rf "$ISOLATED"
+  mkdir -p "$ISOLATED/tandem"
+  git ls-files -z --cached --others --exclude-standard \
+    | while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done \
+    | tar --null -T - -cf - | tar -xf - -C "$ISOLATED/tandem"
+  [ "$(ls -A "$ISOLATED")" = tandem ] || { echo "the isolated copy has company" >&2; exit 1; }
+  echo "running the suite in $ISOLATED/tandem (a copy with nothing beside it)"
+  export TANDEM_ISOLATED=1
+  export TANDEM_TOOLS="${TANDEM_TOOLS:-$SOURCE/.tools}"
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$SOURCE/target}"
+  exec "$ISOLATED/tandem/scripts/test.sh" "$@"
+fi
 ROOT=$(pwd)
+TOOLS="${TANDEM_TOOLS:-$ROOT/.tools}"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 QUICK=0
 for arg in "$@"; do
   case "$arg" in
@@ -25,29 +48,29 @@ done
 step() { printf '\n==> %s\n' "$*"; }
 
 # --- anvil ------------------------------------------------------------------------------
-ANVIL="$ROOT/.tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
+ANVIL="$TOOLS/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
 if [ -n "${TANDEM_ANVIL:-}" ] && [ -x "${TANDEM_ANVIL}" ]; then
   ANVIL="$TANDEM_ANVIL"
 elif [ ! -x "$ANVIL" ]; then
   step "installing anvil from the npm registry into .tools/"
   command -v npm >/dev/null || { echo "npm is required to install anvil (apt-get install nodejs npm)" >&2; exit 1; }
-  mkdir -p "$ROOT/.tools"
-  (cd "$ROOT/.tools" && npm install --no-audit --no-fund --loglevel=error @foundry-rs/anvil-linux-amd64 >/dev/null)
+  mkdir -p "$TOOLS"
+  (cd "$TOOLS" && npm install --no-audit --no-fund --loglevel=error @foundry-rs/anvil-linux-amd64 >/dev/null)
 fi
 "$ANVIL" --version | head -1
 export TANDEM_ANVIL="$ANVIL"
 
 # --- moto (AWS API emulator, for the enclave's KMS tests) -------------------------------
 # A venv under .tools/ keeps it off the system Python; skipped when already installed.
-MOTO="$ROOT/.tools/moto/bin/moto_server"
+MOTO="$TOOLS/moto/bin/moto_server"
 if [ -n "${TANDEM_MOTO_SERVER:-}" ] && [ -x "${TANDEM_MOTO_SERVER}" ]; then
   MOTO="$TANDEM_MOTO_SERVER"
 elif [ ! -x "$MOTO" ]; then
   step "installing moto[server] from PyPI into .tools/moto"
   command -v python3 >/dev/null || { echo "python3 is required to install moto (apt-get install python3-venv)" >&2; exit 1; }
-  mkdir -p "$ROOT/.tools"
-  python3 -m venv "$ROOT/.tools/moto"
-  "$ROOT/.tools/moto/bin/pip" install --quiet --disable-pip-version-check "moto[server]"
+  mkdir -p "$TOOLS"
+  python3 -m venv "$TOOLS/moto"
+  "$TOOLS/moto/bin/pip" install --quiet --disable-pip-version-check "moto[server]"
 fi
 echo "moto_server: $MOTO"
 export TANDEM_MOTO_SERVER="$MOTO"
@@ -59,6 +82,13 @@ if ! command -v shellcheck >/dev/null; then
 fi
 
 # --- static checks ----------------------------------------------------------------------
+step "the repository refers to nothing outside it"
+if grep -rnI --exclude-dir=.git -e '\.\./shared' -e '\.\./\.\./shared' . ; then
+  echo "FAIL: the lines above refer to the shared folder beside the checkout, which a fresh clone does not have" >&2; exit 1
+fi
+[ ! -e "$(dirname "$ROOT")/shared" ] || { echo "FAIL: the isolated copy has a shared folder beside it" >&2; exit 1; }
+echo "ok: no reference outside the repository, and nothing beside $(pwd)"
+
 step "operator scripts: shellcheck and --dry-run"
 ./scripts/test-scripts.sh
 if [ "$QUICK" = 0 ]; then
@@ -74,9 +104,9 @@ SUMMARY=""
 if cargo nextest --version >/dev/null 2>&1; then
   # nextest does not run doctests: run them first, so nextest's summary is the last word.
   cargo test --workspace --locked --doc
-  mkdir -p .tools
-  cargo nextest run --workspace --locked --no-fail-fast 2>&1 | tee .tools/nextest.log
-  SUMMARY=$(grep -E 'Summary .* tests run' .tools/nextest.log | tail -1)
+  mkdir -p "$TOOLS"
+  cargo nextest run --workspace --locked --no-fail-fast 2>&1 | tee "$TOOLS/nextest.log"
+  SUMMARY=$(grep -E 'Summary .* tests run' "$TOOLS/nextest.log" | tail -1)
 else
   cargo test --workspace --locked --no-fail-fast
 fi
@@ -86,7 +116,7 @@ step "enclave release build with the image's flags (Dockerfile.enclave)"
 # shellcheck source=scripts/enclave-build-flags.sh
 . ./scripts/enclave-build-flags.sh
 RUSTFLAGS="$TANDEM_ENCLAVE_RUSTFLAGS" cargo build --locked --release -p tandem-enclave
-ENCLAVE_BIN=target/release/tandem-enclave
+ENCLAVE_BIN="$TARGET/release/tandem-enclave"
 if "$ENCLAVE_BIN" --listen tcp://127.0.0.1:0 --data-dir "$(mktemp -d)" 2>/tmp/tandem-nitro.err; then
   echo "FAIL: the Nitro-mode binary started without an NSM device" >&2; exit 1
 fi

@@ -236,7 +236,7 @@ async fn demo_runs_and_verifies() {
     );
 }
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/nitro/");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/nitro/");
 
 async fn verify(args: &[&str]) -> (bool, Value) {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))

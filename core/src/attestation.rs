@@ -209,7 +209,7 @@ impl AttestationDocument {
 mod tests {
     use super::*;
 
-    const QOS: &[u8] = include_bytes!("../../../shared/fixtures/nitro/qos-2022-07-06.cose");
+    const QOS: &[u8] = include_bytes!("../../fixtures/nitro/qos-2022-07-06.cose");
 
     #[test]
     fn parses_a_real_nitro_document() {

@@ -22,7 +22,7 @@ use tandem_enclave::kms::recipient::{Envelope, RecipientError, RecipientKey};
 use tandem_enclave::kms::{KmsConfig, KmsKeyWrapper, RecipientMode};
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/kms")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/kms")
 }
 
 fn raw(name: &str) -> Vec<u8> {

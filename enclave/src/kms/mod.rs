@@ -271,7 +271,7 @@ mod tests {
     const KEY_ARN: &str = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
 
     fn fixture(name: &str) -> Vec<u8> {
-        let path = format!("{}/../../shared/fixtures/kms/{name}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!("{}/../fixtures/kms/{name}", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         base64::engine::general_purpose::STANDARD.decode(text.trim()).unwrap()
     }
