@@ -20,9 +20,13 @@
 //! * [`wire`] holds the JSON request/response types of the HTTP API (DESIGN.md §4) and
 //!   [`error`] the wire error codes.
 //! * [`eth`] holds the Ethereum primitives both sides need: keccak-256, addresses, EIP-55.
+//! * [`addr`] is the one socket address syntax of every binary (`tcp://`, `unix://`,
+//!   `vsock://`), and [`parent`] the contracts between the enclave and its parent instance
+//!   (sealed blobs, logs, control calls): data and rules only, the sockets are elsewhere.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod addr;
 pub mod attestation;
 pub mod auth;
 pub mod channel;
@@ -32,8 +36,10 @@ pub mod eth;
 pub mod ids;
 pub mod keys;
 pub mod message;
+pub mod parent;
 pub mod wire;
 
+pub use addr::Addr;
 pub use engine::{KeyShare, Role, Signature};
 pub use error::{ErrorCode, ProtocolError};
 pub use eth::Address;
