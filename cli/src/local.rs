@@ -3,7 +3,8 @@
 //! `tandem bench --local` talk to. The same two pieces as production, in one process.
 
 use anyhow::{Context, Result};
-use tandem_enclave::config::{Config, ListenAddr};
+use tandem_core::Addr;
+use tandem_enclave::config::Config;
 use tandem_enclave::server::{Listener, Server, run};
 use tokio_util::sync::CancellationToken;
 
@@ -36,10 +37,11 @@ impl LocalEnclave {
             .tempdir()
             .context("cannot create a temp dir")?;
         let server = Server::open(&Config::mock(dir.path())).context("cannot open the enclave keystore")?;
-        let addr: ListenAddr = "tcp://127.0.0.1:0".parse().map_err(anyhow::Error::msg)?;
-        let listener = Listener::bind(&addr).await.context("cannot bind a loopback port")?;
-        let enclave_addr = listener.local_addr();
-        let enclave_url = format!("http://{enclave_addr}");
+        let listener = Listener::bind(&Addr::tcp("127.0.0.1", 0))
+            .await
+            .context("cannot bind a loopback port")?;
+        let enclave = listener.local_addr().context("cannot bind a loopback port")?;
+        let enclave_url = format!("http://{}", enclave.authority().unwrap_or_default());
         let dev_root_pem = match server.dev_root_pem() {
             Some(p) => std::fs::read_to_string(p).context("cannot read the development root")?,
             None => anyhow::bail!("the local enclave has no development root"),
@@ -51,15 +53,9 @@ impl LocalEnclave {
                 tracing::error!(error = %e, "in-process enclave stopped");
             }
         });
-        let proxy = tandem_proxy::LocalProxy::start(
-            format!("tcp://{enclave_addr}")
-                .parse()
-                .map_err(|e| anyhow::anyhow!("{e}"))?,
-            &dir.path().join("tls"),
-            configure,
-        )
-        .await
-        .context("cannot start the parent proxy")?;
+        let proxy = tandem_proxy::LocalProxy::start(enclave, &dir.path().join("tls"), configure)
+            .await
+            .context("cannot start the parent proxy")?;
         Ok(LocalEnclave {
             enclave_url,
             url: proxy.url.clone(),

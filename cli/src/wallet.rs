@@ -4,8 +4,7 @@
 //! directory, because they hold the device's key share. Encrypted backups of them are
 //! `tandem backup …` (see `backup.rs`).
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -113,33 +112,5 @@ impl Wallet {
 /// rename over the target, fsync of the directory. Readers see the old content or the new,
 /// never a mix, and the new content is durable once this returns.
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| anyhow!("{} is not a file path", path.display()))?
-        .to_string_lossy()
-        .to_string();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut opts = OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    let written = f.write_all(bytes).and_then(|()| f.sync_all());
-    drop(f);
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("cannot write {}", tmp.display()));
-    }
-    fs::rename(&tmp, path).with_context(|| format!("cannot move the new file into {}", path.display()))?;
-    fs::File::open(&dir).and_then(|d| d.sync_all()).ok();
-    Ok(())
+    tandem_io::fs::write_atomically(path, bytes, 0o600).with_context(|| format!("cannot write {}", path.display()))
 }

@@ -31,7 +31,7 @@ async fn env() -> Env {
     let server = Server::open(&Config::mock(data.path())).unwrap();
     let mock_root = server.dev_root_pem().unwrap().to_str().unwrap().to_string();
     let listener = Listener::bind(&"tcp://127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let url = format!("http://{}", listener.local_addr());
+    let url = format!("http://{}", listener.local_addr().unwrap().authority().unwrap());
     let stop = CancellationToken::new();
     tokio::spawn(run(server, listener, stop.clone()));
     Env {

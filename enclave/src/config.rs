@@ -3,46 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::keystore::parent_service::ServiceAddr;
+use tandem_core::Addr;
+
 use crate::kms::KmsConfig;
-
-/// Where the API listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ListenAddr {
-    /// A TCP address, e.g. `127.0.0.1:5000` (port 0 picks a free port).
-    Tcp(std::net::SocketAddr),
-    /// A Unix socket path.
-    Unix(PathBuf),
-    /// vsock (Nitro mode): the enclave listens on its own CID (or any) and a port.
-    Vsock {
-        /// Context id to bind (`4294967295` = `VMADDR_CID_ANY`).
-        cid: u32,
-        /// Port.
-        port: u32,
-    },
-}
-
-impl std::str::FromStr for ListenAddr {
-    type Err = String;
-
-    /// Parses `tcp://HOST:PORT`, `unix:///path`, `vsock://CID:PORT` or a bare `HOST:PORT`.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if let Some(path) = s.strip_prefix("unix://") {
-            if path.is_empty() {
-                return Err("unix:// needs a socket path, e.g. unix:///run/tandem.sock".into());
-            }
-            return Ok(ListenAddr::Unix(PathBuf::from(path)));
-        }
-        if let Some(rest) = s.strip_prefix("vsock://") {
-            let (cid, port) = crate::keystore::parent_service::parse_vsock(rest)?;
-            return Ok(ListenAddr::Vsock { cid, port });
-        }
-        let addr = s.strip_prefix("tcp://").unwrap_or(s);
-        addr.parse()
-            .map(ListenAddr::Tcp)
-            .map_err(|_| format!("{s:?} is not tcp://HOST:PORT or unix:///path"))
-    }
-}
 
 /// Which backend stores the sealed share blobs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,19 +15,19 @@ pub enum StoreKind {
     /// In memory only (tests; everything is lost on exit).
     Memory,
     /// The parent's blob service (Nitro: `vsock://3:PORT`; mock: TCP or Unix).
-    Parent(ServiceAddr),
+    Parent(Addr),
 }
 
 impl std::str::FromStr for StoreKind {
     type Err = String;
 
-    /// Parses `file`, `memory` or `parent:ADDR` (ADDR as in [`ServiceAddr`]).
+    /// Parses `file`, `memory` or `parent:ADDR` (ADDR a dialable [`Addr`]).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "file" => Ok(StoreKind::File),
             "memory" => Ok(StoreKind::Memory),
             _ => match s.strip_prefix("parent:") {
-                Some(addr) => addr.parse().map(StoreKind::Parent),
+                Some(addr) => Addr::parse_dial(addr).map(StoreKind::Parent).map_err(|e| e.to_string()),
                 None => Err(format!("{s:?} is not file, memory or parent:ADDR")),
             },
         }
@@ -126,42 +89,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_listen_addresses() {
-        assert_eq!(
-            "tcp://127.0.0.1:5000".parse::<ListenAddr>().unwrap(),
-            ListenAddr::Tcp("127.0.0.1:5000".parse().unwrap())
-        );
-        assert_eq!(
-            "127.0.0.1:0".parse::<ListenAddr>().unwrap(),
-            ListenAddr::Tcp("127.0.0.1:0".parse().unwrap())
-        );
-        assert_eq!(
-            "unix:///tmp/x.sock".parse::<ListenAddr>().unwrap(),
-            ListenAddr::Unix("/tmp/x.sock".into())
-        );
-        assert!("unix://".parse::<ListenAddr>().is_err());
-        assert_eq!(
-            "vsock://16:5000".parse::<ListenAddr>().unwrap(),
-            ListenAddr::Vsock { cid: 16, port: 5000 }
-        );
-        assert!("vsock://16".parse::<ListenAddr>().is_err());
-        assert!("vsock://1:5000".parse::<ListenAddr>().is_err());
-        assert!("nonsense".parse::<ListenAddr>().is_err());
-    }
-
-    #[test]
     fn parses_store_kinds() {
         assert_eq!("file".parse::<StoreKind>().unwrap(), StoreKind::File);
         assert_eq!("memory".parse::<StoreKind>().unwrap(), StoreKind::Memory);
         assert_eq!(
             "parent:vsock://3:7000".parse::<StoreKind>().unwrap(),
-            StoreKind::Parent(ServiceAddr::Vsock { cid: 3, port: 7000 })
+            StoreKind::Parent(Addr::vsock(3, 7000))
         );
         assert_eq!(
             "parent:tcp://127.0.0.1:7000".parse::<StoreKind>().unwrap(),
-            StoreKind::Parent(ServiceAddr::Tcp("127.0.0.1:7000".into()))
+            StoreKind::Parent(Addr::tcp("127.0.0.1", 7000))
         );
         assert!("parent:".parse::<StoreKind>().is_err());
+        assert!(
+            "parent:tcp://127.0.0.1:0".parse::<StoreKind>().is_err(),
+            "a store is dialled"
+        );
+        assert!("parent:vsock://1:7000".parse::<StoreKind>().is_err());
         assert!("s3".parse::<StoreKind>().is_err());
     }
 }

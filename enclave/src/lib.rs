@@ -2,7 +2,7 @@
 //!
 //! The server party of Tandem. It holds the enclave's key share of every account and
 //! answers the DKG (createAccount), sign, recover and refresh steps of the wire API
-//! (DESIGN.md §4) over HTTP, on TCP or a Unix socket (vsock in Nitro mode, later).
+//! (DESIGN.md §4) over HTTP, on TCP or a Unix socket in mock mode, vsock in Nitro mode.
 //!
 //! ```text
 //!  HTTP (axum) ─▶ api ─▶ sessions (in memory, TTL, one step at a time)
@@ -18,7 +18,9 @@
 //! authorized by the device key registered at createAccount (DESIGN.md §5).
 //!
 //! Mock mode uses a local master key file and a development attestation chain; Nitro mode
-//! the NSM, KMS (through the parent's vsock-proxy) and the parent's blob service.
+//! the NSM, KMS (through the parent's vsock-proxy) and the parent's blob service. Every
+//! link to the parent instance (blobs, logs, the control listener) is in [`parent`]; the
+//! command line is [`cli`].
 //! `/v1/health` reports `mockMode`, each boot stage and `ready`, so no client can mistake
 //! one for the other or sign against an enclave that has not unwrapped its keys.
 #![forbid(unsafe_code)]
@@ -27,16 +29,16 @@
 pub mod api;
 pub mod attester;
 pub mod boot;
+pub mod cli;
 pub mod config;
-pub mod control;
 pub mod error;
 pub mod keystore;
 pub mod kms;
-pub mod logship;
+pub mod parent;
 pub mod replay;
 pub mod runtime;
 pub mod server;
 pub mod sessions;
 
-pub use config::{Config, ListenAddr};
+pub use config::Config;
 pub use server::{Server, run};

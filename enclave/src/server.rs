@@ -11,7 +11,7 @@ use tower_http::trace::TraceLayer;
 use crate::api::{AppState, router};
 use crate::attester::{AttestError, Attester, MockAttester, NitroAttester};
 use crate::boot::{BootPlan, BootStatus};
-use crate::config::{Config, ListenAddr, StoreKind, WrapperKind};
+use crate::config::{Config, StoreKind, WrapperKind};
 use crate::keystore::{
     BlobStore, FileBlobStore, KeyWrapper, Keystore, KeystoreError, LocalKeyWrapper, MemoryBlobStore, ParentBlobStore,
     WrapError,
@@ -165,7 +165,7 @@ impl Server {
 
     /// The control router (credential pushes from the parent) with the same limits.
     pub fn control_app(&self) -> axum::Router {
-        crate::control::control_router(self.state.clone())
+        crate::parent::control::control_router(self.state.clone())
             .layer(DefaultBodyLimit::max(64 * 1024))
             .layer(TimeoutLayer::with_status_code(
                 http::StatusCode::GATEWAY_TIMEOUT,
@@ -212,47 +212,9 @@ fn request_span(req: &http::Request<axum::body::Body>) -> tracing::Span {
     tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %request_id)
 }
 
-/// A bound listener: TCP, Unix or vsock.
-pub enum Listener {
-    /// TCP.
-    Tcp(tokio::net::TcpListener),
-    /// Unix socket.
-    Unix(tokio::net::UnixListener),
-    /// vsock (Nitro mode).
-    Vsock(tokio_vsock::VsockListener),
-}
-
-impl Listener {
-    /// Binds `addr`. For a Unix path, a stale socket file is replaced.
-    pub async fn bind(addr: &ListenAddr) -> std::io::Result<Self> {
-        match addr {
-            ListenAddr::Tcp(a) => Ok(Listener::Tcp(tokio::net::TcpListener::bind(a).await?)),
-            ListenAddr::Unix(p) => {
-                let _ = std::fs::remove_file(p);
-                Ok(Listener::Unix(tokio::net::UnixListener::bind(p)?))
-            }
-            ListenAddr::Vsock { cid, port } => Ok(Listener::Vsock(tokio_vsock::VsockListener::bind(
-                tokio_vsock::VsockAddr::new(*cid, *port),
-            )?)),
-        }
-    }
-
-    /// The bound address, for logs (and to learn the port when binding port 0).
-    pub fn local_addr(&self) -> String {
-        match self {
-            Listener::Tcp(l) => l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-            Listener::Unix(l) => l
-                .local_addr()
-                .ok()
-                .and_then(|a| a.as_pathname().map(|p| format!("unix://{}", p.display())))
-                .unwrap_or_default(),
-            Listener::Vsock(l) => l
-                .local_addr()
-                .map(|a| format!("vsock://{}:{}", a.cid(), a.port()))
-                .unwrap_or_default(),
-        }
-    }
-}
+/// The listener the API and the control API are served on: any [`tandem_core::Addr`]
+/// (TCP, Unix, vsock), bound with `Listener::bind(&addr)`.
+pub use tandem_io::net::Listener;
 
 /// Serves `server` on `listener` until `shutdown` is cancelled, then drains in-flight
 /// requests. A background task reaps expired sessions.
@@ -289,12 +251,7 @@ pub async fn run_with_control(
         let app = server.control_app();
         let stop = shutdown.clone();
         tokio::spawn(async move {
-            let r = match l {
-                Listener::Tcp(l) => axum::serve(l, app).with_graceful_shutdown(stop.cancelled_owned()).await,
-                Listener::Unix(l) => axum::serve(l, app).with_graceful_shutdown(stop.cancelled_owned()).await,
-                Listener::Vsock(l) => axum::serve(l, app).with_graceful_shutdown(stop.cancelled_owned()).await,
-            };
-            if let Err(e) = r {
+            if let Err(e) = axum::serve(l, app).with_graceful_shutdown(stop.cancelled_owned()).await {
                 tracing::error!(error = %e, "control listener failed");
             }
         })
@@ -317,11 +274,9 @@ pub async fn run_with_control(
     });
     let app = server.app();
     let stop = shutdown.clone();
-    let result = match listener {
-        Listener::Tcp(l) => axum::serve(l, app).with_graceful_shutdown(stop.cancelled_owned()).await,
-        Listener::Unix(l) => axum::serve(l, app).with_graceful_shutdown(stop.cancelled_owned()).await,
-        Listener::Vsock(l) => axum::serve(l, app).with_graceful_shutdown(stop.cancelled_owned()).await,
-    };
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await;
     shutdown.cancel();
     let _ = reaper.await;
     if let Some(t) = boot {

@@ -212,7 +212,7 @@ fn config(moto: &Moto, key_id: &str) -> KmsConfig {
         region: "eu-west-1".into(),
         endpoint: Some(moto.url.clone()),
         key_id: key_id.into(),
-        transport: KmsTransport::Tcp,
+        transport: KmsTransport::Direct,
     }
 }
 
@@ -399,4 +399,82 @@ async fn the_enclave_boots_on_kms_once_the_parent_pushes_credentials() {
         !log.contains("pushed-secret") && !log.contains("pushed-session"),
         "a secret was logged"
     );
+}
+
+/// The parent's credential push into a booting enclave, across real processes: the
+/// `tandem-proxy` binary (`--push-credentials env`, its own AWS_* variables standing in for
+/// the instance role) pushes to the enclave binary's control listener, and the enclave's
+/// first KMS call (GenerateDataKey at moto) is made with what the parent pushed: without
+/// it the KMS client has no credentials at all (`kms_without_credentials_says_so`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_enclave_boots_on_kms_with_the_credentials_the_proxy_pushes() {
+    let moto = Moto::start();
+    let arn = create_key(&moto).await;
+    let root = tempfile::tempdir().unwrap();
+    let control = format!(
+        "tcp://127.0.0.1:{}",
+        TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    );
+    let args = [
+        "--kms-key-id",
+        arn.as_str(),
+        "--kms-region",
+        "eu-west-1",
+        "--kms-endpoint",
+        moto.url.as_str(),
+        "--danger-kms-no-recipient",
+        "--control-listen",
+        control.as_str(),
+    ];
+    let enclave = common::Enclave::start_with(root.path(), &args).await;
+    let enclave_addr = enclave.url().replace("http://", "tcp://");
+    let proxy_log = root.path().join("proxy.log");
+    let proxy = KillOnDrop(
+        Command::new(common::proxy_bin())
+            .args(["--listen", "127.0.0.1:0", "--self-signed"])
+            .arg(root.path().join("tls"))
+            .args(["--enclave", &enclave_addr, "--enclave-control", &control])
+            .args(["--push-credentials", "env"])
+            .env("AWS_ACCESS_KEY_ID", "AKIDFROMTHEPARENT")
+            .env("AWS_SECRET_ACCESS_KEY", "parent-secret-never-logged")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&proxy_log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+
+    let h = wait_ready(&enclave).await;
+    drop(proxy);
+    assert_eq!(h["stages"][1]["state"], "done", "{h}");
+    assert_eq!(h["stages"][1]["detail"], "pushed by the parent; no expiry", "{h}");
+    assert!(
+        h["stages"][2]["detail"].as_str().unwrap().starts_with("kms wrapper"),
+        "{h}"
+    );
+    let client = enclave.client();
+    let account = client.create_account(Some("parent-pushed")).await.unwrap();
+    let digest = alloy_primitives::keccak256(b"sealed with the parent's credentials");
+    let sig = tandem_sdk::TandemSigner::new(client, account.clone())
+        .sign_digest(digest)
+        .await
+        .unwrap();
+    assert_eq!(sig.recover_address_from_prehash(&digest).unwrap(), account.address());
+    let proxy_text = std::fs::read_to_string(&proxy_log).unwrap();
+    assert!(proxy_text.contains("AKIDFROMTHEPARENT"), "{proxy_text}");
+    let enclave_text = std::fs::read_to_string(root.path().join("enclave.log")).unwrap();
+    for log in [&proxy_text, &enclave_text] {
+        assert!(!log.contains("parent-secret-never-logged"), "a secret was logged");
+    }
+}
+
+/// A child process killed (and reaped) when the test ends, passing or not.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

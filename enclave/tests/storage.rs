@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use alloy_primitives::keccak256;
 use common::Enclave;
 use tandem_core::ErrorCode;
-use tandem_enclave::keystore::parent_service::{ServiceAddr, ServiceListener, serve};
-use tandem_enclave::keystore::{BlobStore, FileBlobStore};
+use tandem_io::blob_dir::BlobDir;
+use tandem_io::net::Listener;
 use tandem_sdk::{Account, SdkError, TandemSigner};
 use tokio_util::sync::CancellationToken;
 
@@ -260,13 +260,12 @@ async fn a_full_disk_fails_the_write_with_keystore_error_and_keeps_the_previous_
 async fn the_enclave_keeps_its_blobs_in_the_parents_blob_service() {
     let root = tempfile::tempdir().unwrap();
     let parent_dir = root.path().join("parent-blobs");
-    let store: Arc<dyn BlobStore> = Arc::new(FileBlobStore::open(&parent_dir).unwrap());
-    let listener = ServiceListener::bind(&ServiceAddr::Tcp("127.0.0.1:0".into()))
-        .await
-        .unwrap();
-    let addr = format!("parent:{}", listener.local_addr());
+    // The parent's blob service (tandem-proxy's), in this process.
+    let store = Arc::new(BlobDir::open(&parent_dir).unwrap());
+    let listener = Listener::bind(&"tcp://127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = format!("parent:{}", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
-    let service = tokio::spawn(serve(listener, store.clone(), stop.clone()));
+    let service = tokio::spawn(tandem_proxy::enclave::blobs::serve(listener, store, stop.clone()));
 
     let args = ["--blob-store", addr.as_str()];
     let enclave = Enclave::start_with(root.path(), &args).await;

@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tandem_enclave::config::{Config, ListenAddr, StoreKind};
+use tandem_core::Addr;
+use tandem_enclave::config::{Config, StoreKind};
 use tandem_enclave::server::{Listener, Server};
 use tandem_proxy::config::{Rate, RateLimitConfig};
-use tandem_proxy::connector::EnclaveAddr;
 use tandem_proxy::server::LocalProxy;
 use tandem_sdk::attestation::AttestationPolicy;
 use tandem_sdk::{Account, Client};
@@ -93,10 +93,9 @@ async fn main() {
     let mut config = Config::mock(dir.path().join("enclave"));
     config.store = StoreKind::Memory;
     let server = Server::open(&config).unwrap();
-    let listener = Listener::bind(&"tcp://127.0.0.1:0".parse::<ListenAddr>().unwrap())
-        .await
-        .unwrap();
-    let enclave_addr = listener.local_addr();
+    let listener = Listener::bind(&Addr::tcp("127.0.0.1", 0)).await.unwrap();
+    let enclave: Addr = listener.local_addr().unwrap();
+    let enclave_addr = enclave.authority().unwrap();
     let dev_root_pem = std::fs::read_to_string(server.dev_root_pem().unwrap()).unwrap();
     // Both clients accept the mock enclave's attestation (its development root) and nothing else.
     let policy = || AttestationPolicy::nitro().danger_allow_mock(&dev_root_pem).unwrap();
@@ -105,7 +104,6 @@ async fn main() {
 
     // The proxy, in this process, as `tandem demo` runs it (development certificates),
     // with the limits out of the way: this measures the path, not the limiter's refusals.
-    let enclave: EnclaveAddr = format!("tcp://{enclave_addr}").parse().unwrap();
     let proxy = LocalProxy::start(enclave, &dir.path().join("tls"), |config| {
         let unlimited = Rate::per_second(1_000_000, 1_000_000);
         config.rates = RateLimitConfig {

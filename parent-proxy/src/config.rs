@@ -8,14 +8,14 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::connector::EnclaveAddr;
 use crate::error::SetupError;
+use tandem_core::Addr;
 
 /// Everything the proxy needs to start.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
     /// Where the enclave listens.
-    pub enclave: EnclaveAddr,
+    pub enclave: Addr,
     /// The server certificate and the TLS versions to accept.
     pub tls: TlsSettings,
     /// A file of SHA-256 hashes of the API keys allowed to call the API; `None` leaves the
@@ -34,7 +34,7 @@ pub struct ProxyConfig {
 impl ProxyConfig {
     /// A configuration with the defaults of [`Limits`], [`RateLimitConfig`] and [`Timeouts`],
     /// no API keys and no trusted proxies.
-    pub fn new(enclave: EnclaveAddr, tls: TlsSettings) -> Self {
+    pub fn new(enclave: Addr, tls: TlsSettings) -> Self {
         ProxyConfig {
             enclave,
             tls,

@@ -210,6 +210,9 @@ pub enum SetupError {
     /// The configuration is inconsistent.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The blob service's directory could not be opened.
+    #[error("blob directory: {0}")]
+    BlobDir(#[from] tandem_io::blob_dir::BlobDirError),
 }
 
 #[cfg(test)]

@@ -155,14 +155,14 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connector::EnclaveAddr;
+    use tandem_core::Addr;
 
     #[tokio::test]
     async fn a_missing_enclave_is_unreachable_not_a_hang() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         drop(listener);
-        let addr: EnclaveAddr = format!("tcp://127.0.0.1:{port}").parse().unwrap();
+        let addr: Addr = format!("tcp://127.0.0.1:{port}").parse().unwrap();
         let relay = Relay::new(
             Connector::new(addr, Duration::from_secs(1)),
             Duration::from_secs(5),
@@ -188,7 +188,7 @@ mod tests {
                 held.push(s);
             }
         });
-        let addr: EnclaveAddr = format!("tcp://127.0.0.1:{port}").parse().unwrap();
+        let addr: Addr = format!("tcp://127.0.0.1:{port}").parse().unwrap();
         let relay = Relay::new(
             Connector::new(addr, Duration::from_secs(1)),
             Duration::from_millis(200),

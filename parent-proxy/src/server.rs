@@ -1,7 +1,8 @@
 //! Accepting and serving client connections until shutdown.
 //!
-//! The caller owns the listeners and the shutdown signal ([`run`]), so the binary, the
-//! CLI's `tandem demo` and the tests start the proxy the same way, on any port.
+//! The caller owns the listeners and the shutdown signal ([`serve`]), so the parent
+//! ([`crate::Parent`]), the CLI's `tandem demo` and the tests start the HTTPS front the
+//! same way, on any port.
 //!
 //! Per connection: a slot from the connection cap, a TLS handshake under a timeout, then
 //! HTTP/2 or HTTP/1.1 as ALPN chose, with hyper's header-read timeout against slowloris
@@ -20,6 +21,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tandem_core::Addr;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
@@ -28,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ProxyConfig;
-use crate::connector::{Connector, EnclaveAddr};
+use crate::connector::Connector;
 use crate::error::SetupError;
 use crate::handler;
 use crate::hardening::{ApiKeys, ConnectionSlots, IdleTracker};
@@ -50,7 +52,7 @@ pub(crate) struct Shared {
     tls: TlsAcceptor,
 }
 
-/// A configured proxy, ready to [`run`]: certificates and API keys are loaded, so every
+/// A configured proxy, ready to [`serve`]: certificates and API keys are loaded, so every
 /// configuration error surfaces here, before a port is served.
 pub struct Proxy {
     shared: Arc<Shared>,
@@ -90,7 +92,7 @@ impl Proxy {
         })
     }
 
-    /// The proxy's metrics (also served on the metrics listener, if [`run`] is given one).
+    /// The proxy's metrics (also served on the metrics listener, if [`serve`] is given one).
     pub fn metrics(&self) -> Arc<Metrics> {
         self.shared.metrics.clone()
     }
@@ -102,7 +104,7 @@ impl Proxy {
 ///
 /// Accept errors (e.g. out of file descriptors) are logged and retried with a backoff; they
 /// do not stop the proxy.
-pub async fn run(
+pub async fn serve(
     proxy: Proxy,
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
@@ -180,7 +182,7 @@ impl LocalProxy {
     /// `configure` (e.g. to raise rate limits for a benchmark), binds `127.0.0.1:0` and
     /// serves until shut down.
     pub async fn start(
-        enclave: EnclaveAddr,
+        enclave: Addr,
         tls_dir: &Path,
         configure: impl FnOnce(&mut ProxyConfig),
     ) -> Result<LocalProxy, SetupError> {
@@ -203,7 +205,7 @@ impl LocalProxy {
             source,
         })?;
         let stop = CancellationToken::new();
-        let task = tokio::spawn(run(proxy, listener, None, stop.clone()));
+        let task = tokio::spawn(serve(proxy, listener, None, stop.clone()));
         Ok(LocalProxy {
             url: format!("https://{addr}"),
             ca_pem,

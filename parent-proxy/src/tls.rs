@@ -6,8 +6,7 @@
 //! can never change or break it. TLS 1.3 is the only version offered unless TLS 1.2 is
 //! asked for explicitly; ALPN offers `h2` then `http/1.1`.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write as _;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -159,19 +158,10 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     builder.create(dir)
 }
 
+/// Writes a certificate or key file atomically (a crash never leaves half a PEM file that
+/// the next start would refuse), created with `mode`.
 fn write_file(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
-    let mut options = OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(mode);
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    let mut file = options.open(path)?;
-    file.write_all(contents)?;
-    file.sync_all()
+    tandem_io::fs::write_atomically(path, contents, mode)
 }
 
 #[cfg(test)]

@@ -6,60 +6,14 @@
 //! cannot both write version 5, so neither silently loses the other's update.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use tandem_core::AccountId;
+pub use tandem_core::parent::blobs::BlobName;
+use tandem_core::parent::blobs::ExpectVersion;
+use tandem_io::blob_dir::{BlobDir, BlobDirError, StoredBlob};
 
 use super::KeystoreError;
-
-/// What a blob is, and so where it lives. Names are closed (no free-form paths), so a
-/// store can never be asked to touch a file outside its directory.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
-pub enum BlobName {
-    /// The sealed record of one account.
-    Account(AccountId),
-    /// The wrapped data keys (the key ring), stored beside the blobs they open.
-    KeyRing,
-}
-
-impl BlobName {
-    /// The name as text: `account/<32 hex>` or `keyring` (the parent service's wire form).
-    pub fn as_text(&self) -> String {
-        match self {
-            BlobName::Account(id) => format!("account/{id}"),
-            BlobName::KeyRing => "keyring".into(),
-        }
-    }
-
-    /// Parses [`as_text`](Self::as_text); anything else is refused.
-    pub fn parse(s: &str) -> Option<Self> {
-        if s == "keyring" {
-            return Some(BlobName::KeyRing);
-        }
-        s.strip_prefix("account/")
-            .and_then(|h| AccountId::parse(h).ok())
-            .map(BlobName::Account)
-    }
-
-    fn file_name(&self) -> String {
-        match self {
-            // AccountId is 32 hex digits by construction: it cannot name another directory.
-            BlobName::Account(id) => format!("{id}.blob"),
-            BlobName::KeyRing => "keyring.blob".into(),
-        }
-    }
-
-    fn from_file_name(name: &str) -> Option<Self> {
-        let stem = name.strip_suffix(".blob")?;
-        if stem == "keyring" {
-            return Some(BlobName::KeyRing);
-        }
-        AccountId::parse(stem).ok().map(BlobName::Account)
-    }
-}
 
 /// A blob and its store-side version.
 #[derive(Clone, PartialEq, Eq)]
@@ -103,6 +57,26 @@ impl Expect {
     }
 }
 
+impl From<Expect> for ExpectVersion {
+    fn from(e: Expect) -> Self {
+        match e {
+            Expect::Any => ExpectVersion::Any,
+            Expect::Absent => ExpectVersion::Absent,
+            Expect::Version(v) => ExpectVersion::Version(v),
+        }
+    }
+}
+
+impl From<ExpectVersion> for Expect {
+    fn from(e: ExpectVersion) -> Self {
+        match e {
+            ExpectVersion::Any => Expect::Any,
+            ExpectVersion::Absent => Expect::Absent,
+            ExpectVersion::Version(v) => Expect::Version(v),
+        }
+    }
+}
+
 /// Keeps opaque blobs by name. `put` must be atomic and durable: after a crash a reader
 /// sees either the old blob or the new one, never a mix, and an `Ok` means it is on disk.
 pub trait BlobStore: Send + Sync + 'static {
@@ -117,160 +91,66 @@ pub trait BlobStore: Send + Sync + 'static {
     fn list(&self) -> Result<Vec<BlobName>, KeystoreError>;
 }
 
-/// On-disk framing of one blob file: magic, version, sealed bytes. A file without the
-/// magic is a blob written before versions existed: version 0.
-const FILE_MAGIC: &[u8; 4] = b"TBV1";
-
-fn encode_file(version: u64, blob: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(12 + blob.len());
-    out.extend_from_slice(FILE_MAGIC);
-    out.extend_from_slice(&version.to_be_bytes());
-    out.extend_from_slice(blob);
-    out
+/// One file per blob under a directory (`tandem_io::blob_dir`: atomic, durable,
+/// versioned writes; the same format the parent's blob service keeps). One process owns
+/// the directory: the enclave in mock mode, the parent's blob service in Nitro mode.
+pub struct FileBlobStore {
+    dir: BlobDir,
 }
 
-fn decode_file(bytes: Vec<u8>) -> Versioned {
-    match bytes.strip_prefix(FILE_MAGIC.as_slice()) {
-        Some(rest) if rest.len() >= 8 => {
-            let mut v = [0u8; 8];
-            v.copy_from_slice(&rest[..8]);
-            Versioned {
-                version: u64::from_be_bytes(v),
-                blob: rest[8..].to_vec(),
-            }
+impl From<BlobDirError> for KeystoreError {
+    fn from(e: BlobDirError) -> Self {
+        match e {
+            BlobDirError::Conflict { current } => KeystoreError::Conflict { current },
+            io @ BlobDirError::Io { .. } => KeystoreError::Io(io.to_string()),
         }
-        // Legacy or damaged framing: hand the bytes on; the sealer decides.
-        _ => Versioned {
-            version: 0,
-            blob: bytes,
-        },
     }
 }
 
-/// One file per blob, `<dir>/<account id>.blob` (and `keyring.blob`), written as temp
-/// file → fsync → rename → fsync of the directory, so a crash never leaves a half-written
-/// blob. Writes are serialized in-process; one process owns the directory (the enclave
-/// in mock mode, the parent's blob service in Nitro mode).
-pub struct FileBlobStore {
-    dir: PathBuf,
-    write: Mutex<()>,
-}
-
-fn io(what: &str, e: std::io::Error) -> KeystoreError {
-    KeystoreError::Io(format!("{what}: {}", e.kind()))
+impl From<StoredBlob> for Versioned {
+    fn from(b: StoredBlob) -> Self {
+        Versioned {
+            version: b.version,
+            blob: b.blob,
+        }
+    }
 }
 
 impl FileBlobStore {
     /// Opens (creating if needed, mode 0700) the blob directory, and removes temp files
     /// left by a crash mid-write.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, KeystoreError> {
-        let dir = dir.into();
-        fs::create_dir_all(&dir).map_err(|e| io("create blob directory", e))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(|e| io("chmod blob directory", e))?;
-        }
-        for entry in fs::read_dir(&dir).map_err(|e| io("list blob directory", e))? {
-            let entry = entry.map_err(|e| io("list blob directory", e))?;
-            if entry.file_name().to_string_lossy().ends_with(".tmp") {
-                let _ = fs::remove_file(entry.path());
-            }
-        }
         Ok(FileBlobStore {
-            dir,
-            write: Mutex::new(()),
+            dir: BlobDir::open(dir)?,
         })
     }
 
     /// The directory holding the blobs.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.dir.dir()
     }
 
     /// The file holding `name` (tests corrupt it on purpose).
     pub fn path(&self, name: &BlobName) -> PathBuf {
-        self.dir.join(name.file_name())
+        self.dir.path(name)
     }
-
-    fn read(&self, name: &BlobName) -> Result<Option<Versioned>, KeystoreError> {
-        match fs::read(self.path(name)) {
-            Ok(b) => Ok(Some(decode_file(b))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io("read blob", e)),
-        }
-    }
-
-    fn write_atomically(&self, name: &BlobName, bytes: &[u8]) -> Result<(), KeystoreError> {
-        let mut suffix = [0u8; 8];
-        getrandom::fill(&mut suffix).map_err(|_| KeystoreError::Seal("system RNG failed"))?;
-        let tmp = self
-            .dir
-            .join(format!(".{}.{}.tmp", name.file_name(), hex::encode(suffix)));
-        let result = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)
-                .map_err(|e| io("create temp blob", e))?;
-            f.write_all(bytes).map_err(|e| io("write temp blob", e))?;
-            f.sync_all().map_err(|e| io("fsync temp blob", e))?;
-            drop(f);
-            fs::rename(&tmp, self.path(name)).map_err(|e| io("rename blob into place", e))?;
-            sync_dir(&self.dir)
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result
-    }
-
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, ()>, KeystoreError> {
-        self.write
-            .lock()
-            .map_err(|_| KeystoreError::Io("blob store lock poisoned".into()))
-    }
-}
-
-fn sync_dir(dir: &Path) -> Result<(), KeystoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io("fsync blob directory", e))
 }
 
 impl BlobStore for FileBlobStore {
     fn get(&self, name: &BlobName) -> Result<Option<Versioned>, KeystoreError> {
-        self.read(name)
+        Ok(self.dir.get(name)?.map(Versioned::from))
     }
 
     fn put(&self, name: &BlobName, blob: &[u8], expect: Expect) -> Result<u64, KeystoreError> {
-        let _guard = self.lock()?;
-        let current = self.read(name)?.map(|v| v.version);
-        expect.check(current)?;
-        let version = current.map_or(1, |v| v + 1);
-        self.write_atomically(name, &encode_file(version, blob))?;
-        Ok(version)
+        Ok(self.dir.put(name, blob, expect.into())?)
     }
 
     fn delete(&self, name: &BlobName) -> Result<(), KeystoreError> {
-        let _guard = self.lock()?;
-        match fs::remove_file(self.path(name)) {
-            Ok(()) => sync_dir(&self.dir),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io("delete blob", e)),
-        }
+        Ok(self.dir.delete(name)?)
     }
 
     fn list(&self) -> Result<Vec<BlobName>, KeystoreError> {
-        let mut out = Vec::new();
-        for entry in fs::read_dir(&self.dir).map_err(|e| io("list blob directory", e))? {
-            let entry = entry.map_err(|e| io("list blob directory", e))?;
-            if let Some(name) = BlobName::from_file_name(&entry.file_name().to_string_lossy()) {
-                out.push(name);
-            }
-        }
-        out.sort();
-        Ok(out)
+        Ok(self.dir.list()?)
     }
 }
 
@@ -323,6 +203,8 @@ impl BlobStore for MemoryBlobStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+    use tandem_core::AccountId;
 
     fn acct() -> BlobName {
         BlobName::Account(AccountId::random().unwrap())
@@ -361,34 +243,6 @@ mod tests {
             store.delete(&name).unwrap();
             assert_eq!(store.get(&name).unwrap(), None);
         }
-    }
-
-    #[test]
-    fn names_round_trip_and_refuse_paths() {
-        let name = acct();
-        assert_eq!(BlobName::parse(&name.as_text()), Some(name));
-        assert_eq!(BlobName::parse("keyring"), Some(BlobName::KeyRing));
-        for bad in ["", "account/", "account/../../etc/passwd", "keyring/x", "account/ABC"] {
-            assert_eq!(BlobName::parse(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn file_store_cleans_crash_leftovers_and_reads_legacy_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FileBlobStore::open(dir.path()).unwrap();
-        let name = acct();
-        store.put(&name, b"one", Expect::Absent).unwrap();
-        // A temp file left by a crash is not a blob and is cleaned at open.
-        fs::write(dir.path().join(format!(".{}.00.tmp", name.file_name())), b"half").unwrap();
-        let store = FileBlobStore::open(dir.path()).unwrap();
-        assert_eq!(store.list().unwrap(), vec![name]);
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
-        // A file from before versions existed reads as version 0 and can be replaced.
-        fs::write(store.path(&name), b"TDB legacy").unwrap();
-        let got = store.get(&name).unwrap().unwrap();
-        assert_eq!((got.version, &got.blob[..]), (0, &b"TDB legacy"[..]));
-        assert_eq!(store.put(&name, b"new", Expect::Version(0)).unwrap(), 1);
     }
 
     #[test]

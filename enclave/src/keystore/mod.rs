@@ -16,7 +16,6 @@
 //!   the data keys it answers every call with [`KeystoreError::NotReady`].
 
 mod blob;
-pub mod parent_service;
 mod record;
 mod sealer;
 mod wrapper;
@@ -24,8 +23,8 @@ mod wrapper;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+pub use crate::parent::blobs::ParentBlobStore;
 pub use blob::{BlobName, BlobStore, Expect, FileBlobStore, MemoryBlobStore, Versioned};
-pub use parent_service::ParentBlobStore;
 pub use record::StoredAccount;
 pub use sealer::{DataKey, KeyId, SEAL_OVERHEAD, Sealer};
 use tandem_core::AccountId;

@@ -14,8 +14,7 @@
 //! Rotation ([`rotate`]) adds a new active key to the ring; blobs sealed under older keys
 //! stay readable until they are re-sealed ([`super::Keystore::reseal_all`]).
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::path::Path;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -116,16 +115,7 @@ impl LocalKeyWrapper {
                 if let Some(parent) = path.parent() {
                     fs::create_dir_all(parent).map_err(|e| io("create directory for", e))?;
                 }
-                let mut opts = OpenOptions::new();
-                opts.write(true).create_new(true);
-                #[cfg(unix)]
-                {
-                    use std::os::unix::fs::OpenOptionsExt;
-                    opts.mode(0o600);
-                }
-                let mut f = opts.open(path).map_err(|e| io("create", e))?;
-                f.write_all(&key[..]).map_err(|e| io("write", e))?;
-                f.sync_all().map_err(|e| io("fsync", e))?;
+                tandem_io::fs::create_atomically(path, &key[..], 0o600).map_err(|e| io("create", e))?;
                 Ok(LocalKeyWrapper::new(key))
             }
             Err(e) => Err(io("read", e)),

@@ -3,12 +3,10 @@
 //! No credentials are baked into the enclave image, and the enclave cannot reach the
 //! instance metadata service. The parent proxy fetches the instance role's credentials
 //! (IMDSv2) or takes them from its environment, and pushes them over the enclave's
-//! control listener (`POST /control/v1/credentials`, see [`crate::api::control_router`])
-//! before they expire. The enclave keeps the latest set in a [`CredentialSlot`], which the
-//! KMS client reads on every call.
-//!
-//! TODO(parent-proxy): the pushing side (IMDSv2 fetch, push at boot and again before each
-//! expiry, e.g. at 80 % of the lifetime) belongs to `tandem-proxy`, still being built.
+//! control listener (`POST /control/v1/credentials`, see
+//! [`crate::parent::control::control_router`]; the pushing side is
+//! `tandem_proxy::enclave::credentials`) before they expire. The enclave keeps the latest
+//! set in a [`CredentialSlot`], which the KMS client reads on every call.
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,55 +14,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{ProvideCredentials, future};
-use serde::Deserialize;
 use tokio::sync::watch;
-use zeroize::{Zeroize, ZeroizeOnDrop};
 
-/// A secret string from the control call: zeroized on drop, never printed.
-#[derive(Deserialize, Zeroize, ZeroizeOnDrop)]
-#[serde(transparent)]
-pub struct SecretString(String);
-
-impl SecretString {
-    /// Wraps a secret.
-    pub fn new(s: impl Into<String>) -> Self {
-        SecretString(s.into())
-    }
-
-    /// The secret, for handing to the credential provider.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
+pub use tandem_core::parent::control::{PushedCredentials, SecretString};
 
 /// Credentials closer than this to their expiry are treated as expired, so a call never
 /// starts with credentials that die in flight.
 pub const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
-
-/// The control call's body: one set of temporary (or long-term) AWS credentials.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct PushedCredentials {
-    /// `AWS_ACCESS_KEY_ID`.
-    pub access_key_id: String,
-    /// `AWS_SECRET_ACCESS_KEY` (zeroized on drop, never printed).
-    pub secret_access_key: SecretString,
-    /// `AWS_SESSION_TOKEN`, for temporary credentials.
-    #[serde(default)]
-    pub session_token: Option<SecretString>,
-    /// Expiry, Unix seconds; `None` for credentials that do not expire.
-    #[serde(default)]
-    pub expires_at: Option<u64>,
-}
-
-impl std::fmt::Debug for PushedCredentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PushedCredentials")
-            .field("access_key_id", &self.access_key_id)
-            .field("expires_at", &self.expires_at)
-            .finish_non_exhaustive()
-    }
-}
 
 /// Why pushed credentials were refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -120,13 +76,13 @@ impl CredentialSlot {
         if pushed.access_key_id.is_empty() || pushed.access_key_id.len() > 128 {
             return Err(CredentialPushError::Invalid("accessKeyId"));
         }
-        if pushed.secret_access_key.0.is_empty() || pushed.secret_access_key.0.len() > 256 {
+        if pushed.secret_access_key.expose().is_empty() || pushed.secret_access_key.expose().len() > 256 {
             return Err(CredentialPushError::Invalid("secretAccessKey"));
         }
         if pushed
             .session_token
             .as_ref()
-            .is_some_and(|t| t.0.is_empty() || t.0.len() > 8192)
+            .is_some_and(|t| t.expose().is_empty() || t.expose().len() > 8192)
         {
             return Err(CredentialPushError::Invalid("sessionToken"));
         }

@@ -6,8 +6,10 @@
 //! parent sees only ciphertext; the server certificate is checked against the Mozilla
 //! roots compiled in (`webpki-roots`), since the enclave image has no system store.
 //!
-//! In tests the same connector dials TCP (a local KMS emulator over plain HTTP). vsock is
-//! never opened in tests; [`KmsTransport`] parsing is unit-tested instead.
+//! The relay is a `tandem_core::Addr` like every other socket: `vsock://3:8000` in Nitro
+//! mode, or its TCP twin (`tcp://127.0.0.1:PORT`), which is how the relay path is tested
+//! (vsock is never opened in tests). Tests against a local KMS emulator dial it directly
+//! over plain HTTP ([`KmsTransport::Direct`]).
 //!
 //! One connection per request: KMS is called a handful of times per boot, never per
 //! signing request, so pooling would buy nothing.
@@ -24,12 +26,12 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::body::SdkBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
+use tandem_core::Addr;
+use tandem_core::addr::VSOCK_CID_PARENT;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Default vsock port of the parent's `vsock-proxy` for KMS.
 pub const DEFAULT_VSOCK_PROXY_PORT: u32 = 8000;
-/// The parent instance's vsock CID, as seen from an enclave.
-pub const PARENT_CID: u32 = 3;
 /// Largest KMS response read (answers are a few KB).
 const MAX_RESPONSE: usize = 1 << 20;
 /// Upper bound on one request (connect, TLS, send, receive).
@@ -39,41 +41,30 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KmsTransport {
     /// Dial the URI's host and port over TCP (`https` → TLS, `http` → plain, for a local
-    /// emulator). Not available inside an enclave.
-    Tcp,
-    /// Dial the parent's vsock-proxy and run TLS to the URI's host inside the stream.
-    Vsock {
-        /// Context id of the proxy (3: the parent).
-        cid: u32,
-        /// vsock port of the proxy.
-        port: u32,
-    },
+    /// emulator). Not available inside an enclave. Flag value: `tcp`.
+    Direct,
+    /// Dial a relay that forwards raw bytes to KMS (the parent's vsock-proxy) and run TLS to
+    /// the URI's host inside the stream. Flag values: `vsock` (the parent's vsock-proxy,
+    /// `vsock://3:8000`) or any dialable address (`vsock://CID:PORT`, `tcp://HOST:PORT`).
+    Relay(Addr),
+}
+
+impl KmsTransport {
+    /// The parent's vsock-proxy: `vsock://3:8000`.
+    pub fn parent_vsock_proxy() -> Self {
+        KmsTransport::Relay(Addr::vsock(VSOCK_CID_PARENT, DEFAULT_VSOCK_PROXY_PORT))
+    }
 }
 
 impl std::str::FromStr for KmsTransport {
-    type Err = String;
+    type Err = tandem_core::addr::AddrError;
 
-    /// Parses `tcp`, `vsock` (the parent, port 8000), `vsock://CID:PORT` or `vsock://:PORT`.
+    /// Parses `tcp` (direct), `vsock` (the parent's vsock-proxy) or a relay address.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
-            "tcp" => Ok(KmsTransport::Tcp),
-            "vsock" => Ok(KmsTransport::Vsock {
-                cid: PARENT_CID,
-                port: DEFAULT_VSOCK_PROXY_PORT,
-            }),
-            _ => {
-                let rest = s
-                    .strip_prefix("vsock://")
-                    .ok_or_else(|| format!("{s:?} is not tcp, vsock or vsock://CID:PORT"))?;
-                if let Some(port) = rest.strip_prefix(':') {
-                    let port = port
-                        .parse()
-                        .map_err(|_| format!("vsock port {port:?} is not a number"))?;
-                    return Ok(KmsTransport::Vsock { cid: PARENT_CID, port });
-                }
-                let (cid, port) = crate::keystore::parent_service::parse_vsock(rest)?;
-                Ok(KmsTransport::Vsock { cid, port })
-            }
+            "tcp" => Ok(KmsTransport::Direct),
+            "vsock" => Ok(KmsTransport::parent_vsock_proxy()),
+            _ => Addr::parse_dial(s).map(KmsTransport::Relay),
         }
     }
 }
@@ -135,10 +126,10 @@ impl KmsConnector {
 
     async fn dial(&self, t: &Target) -> std::io::Result<Box<dyn Io>> {
         let raw: Box<dyn Io> = match &self.transport {
-            KmsTransport::Tcp => Box::new(tokio::net::TcpStream::connect((t.host.as_str(), t.port)).await?),
-            KmsTransport::Vsock { cid, port } => {
-                Box::new(tokio_vsock::VsockStream::connect(tokio_vsock::VsockAddr::new(*cid, *port)).await?)
+            KmsTransport::Direct => {
+                Box::new(tandem_io::net::connect(&Addr::tcp(t.host.clone(), t.port), REQUEST_TIMEOUT).await?)
             }
+            KmsTransport::Relay(relay) => Box::new(tandem_io::net::connect(relay, REQUEST_TIMEOUT).await?),
         };
         if !t.tls {
             return Ok(raw);
@@ -222,18 +213,18 @@ mod tests {
 
     #[test]
     fn parses_transports() {
-        assert_eq!("tcp".parse::<KmsTransport>().unwrap(), KmsTransport::Tcp);
+        assert_eq!("tcp".parse::<KmsTransport>().unwrap(), KmsTransport::Direct);
         assert_eq!(
             "vsock".parse::<KmsTransport>().unwrap(),
-            KmsTransport::Vsock { cid: 3, port: 8000 }
+            KmsTransport::Relay(Addr::vsock(3, 8000))
         );
         assert_eq!(
             "vsock://3:8443".parse::<KmsTransport>().unwrap(),
-            KmsTransport::Vsock { cid: 3, port: 8443 }
+            KmsTransport::Relay(Addr::vsock(3, 8443))
         );
         assert_eq!(
-            "vsock://:9000".parse::<KmsTransport>().unwrap(),
-            KmsTransport::Vsock { cid: 3, port: 9000 }
+            "tcp://127.0.0.1:8000".parse::<KmsTransport>().unwrap(),
+            KmsTransport::Relay(Addr::tcp("127.0.0.1", 8000))
         );
         for bad in [
             "",
@@ -242,10 +233,46 @@ mod tests {
             "vsock://3",
             "vsock://0:8000",
             "vsock://3:x",
-            "vsock://:",
+            "vsock://:9000",
+            "vsock://any:8000",
+            "tcp://127.0.0.1:0",
         ] {
             assert!(bad.parse::<KmsTransport>().is_err(), "{bad:?}");
         }
+    }
+
+    /// The relay path (the vsock-proxy in Nitro mode) through its TCP twin: whatever host
+    /// the URI names, the connector dials the relay and sends the request there, with the
+    /// URI's host in `Host`.
+    #[tokio::test]
+    async fn a_relay_receives_the_request_for_the_uris_host() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let relay_addr: Addr = relay.local_addr().unwrap().into();
+        let seen = tokio::spawn(async move {
+            let (mut s, _) = relay.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap();
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+                .await
+                .unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        });
+        let connector = KmsConnector::new(KmsTransport::Relay(relay_addr)).unwrap();
+        let request = http::Request::builder()
+            .method("POST")
+            .uri("http://kms.eu-west-1.amazonaws.com/")
+            .body(SdkBody::from("{}"))
+            .unwrap();
+        let response = connector.send(HttpRequest::try_from(request).unwrap()).await.unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        let head = seen.await.unwrap();
+        assert!(head.starts_with("POST / HTTP/1.1\r\n"), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("host: kms.eu-west-1.amazonaws.com\r\n"),
+            "{head}"
+        );
     }
 
     #[test]

@@ -298,7 +298,7 @@ mod tests {
             region: "eu-west-1".into(),
             endpoint: Some("http://127.0.0.1:9".into()),
             key_id: KEY_ARN.into(),
-            transport: KmsTransport::Tcp,
+            transport: KmsTransport::Direct,
         };
         let client = client_with(&config, slot, capture);
         (

@@ -17,6 +17,23 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The `tandem-enclave` binary Cargo built for these tests.
 pub(crate) const ENCLAVE_BIN: &str = env!("CARGO_BIN_EXE_tandem-enclave");
 
+/// The `tandem-proxy` binary, built by the same workspace build as these tests (a
+/// dev-dependency's binaries get no `CARGO_BIN_EXE_*`, so it is found beside them).
+pub(crate) fn proxy_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile>/deps")
+        .join("tandem-proxy");
+    assert!(
+        bin.exists(),
+        "{} not found: build the workspace (cargo build -p tandem-proxy) or run ./scripts/test.sh",
+        bin.display()
+    );
+    bin
+}
+
 /// A running `tandem-enclave --mock` process. Dropping it kills the process (SIGKILL, so
 /// nothing is flushed on the way out: a restart test sees only what was durable) and reaps
 /// it. If the test is panicking, the end of the process's log is printed to help.

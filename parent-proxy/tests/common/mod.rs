@@ -7,6 +7,8 @@
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub(crate) mod imds;
+
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -19,7 +21,8 @@ use std::time::{Duration, Instant};
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
-use tandem_enclave::config::{Config, ListenAddr};
+use tandem_core::Addr;
+use tandem_enclave::config::Config;
 use tandem_enclave::server::{Listener, Server, run};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -50,7 +53,7 @@ pub(crate) struct LocalEnclave {
     pub(crate) url: String,
     /// The enclave's development attestation root (PEM), which its clients must trust.
     pub(crate) dev_root_pem: String,
-    data_dir: PathBuf,
+    config: Config,
     stop: CancellationToken,
     task: Option<JoinHandle<()>>,
 }
@@ -59,8 +62,13 @@ impl LocalEnclave {
     /// Starts an enclave with its keystore in `data_dir`, on `port` (0: any free port).
     /// Binding is retried for a few seconds, for a restart on the port just released.
     pub(crate) async fn start(data_dir: &Path, port: u16) -> LocalEnclave {
-        let server = Server::open(&Config::mock(data_dir)).expect("open the enclave keystore");
-        let addr: ListenAddr = format!("tcp://127.0.0.1:{port}").parse().unwrap();
+        Self::start_with(Config::mock(data_dir), port).await
+    }
+
+    /// Like [`LocalEnclave::start`], with any configuration (e.g. the parent's blob store).
+    pub(crate) async fn start_with(config: Config, port: u16) -> LocalEnclave {
+        let server = Server::open(&config).expect("open the enclave keystore");
+        let addr = Addr::tcp("127.0.0.1", port);
         let deadline = Instant::now() + Duration::from_secs(10);
         let listener = loop {
             match Listener::bind(&addr).await {
@@ -72,7 +80,12 @@ impl LocalEnclave {
                 Err(e) => panic!("cannot bind the enclave on port {port}: {e}"),
             }
         };
-        let bound: SocketAddr = listener.local_addr().parse().expect("a TCP address");
+        let bound: SocketAddr = listener
+            .local_addr()
+            .ok()
+            .and_then(|a| a.authority())
+            .and_then(|a| a.parse().ok())
+            .expect("a TCP address");
         let dev_root = server.dev_root_pem().expect("a mock enclave has a development root");
         let dev_root_pem = std::fs::read_to_string(dev_root).expect("read the development root");
         let stop = CancellationToken::new();
@@ -84,7 +97,7 @@ impl LocalEnclave {
             port: bound.port(),
             url: format!("http://127.0.0.1:{}", bound.port()),
             dev_root_pem,
-            data_dir: data_dir.to_path_buf(),
+            config,
             stop,
             task: Some(task),
         }
@@ -101,11 +114,11 @@ impl LocalEnclave {
         }
     }
 
-    /// Starts a new enclave on the same data directory and port.
+    /// Starts a new enclave with the same configuration (data directory) and port.
     pub(crate) async fn restart(self) -> LocalEnclave {
-        let (dir, port) = (self.data_dir.clone(), self.port);
+        let (config, port) = (self.config.clone(), self.port);
         self.stop().await;
-        LocalEnclave::start(&dir, port).await
+        LocalEnclave::start_with(config, port).await
     }
 }
 
@@ -127,6 +140,9 @@ pub(crate) struct ProxyProcess {
     /// The development CA (PEM) clients must trust.
     pub(crate) ca_pem: Vec<u8>,
     log: PathBuf,
+    /// Its stdout, line by line, and the lines read so far.
+    stdout: mpsc::Receiver<String>,
+    printed: Vec<String>,
 }
 
 impl ProxyProcess {
@@ -179,27 +195,37 @@ impl ProxyProcess {
             metrics_url: String::new(),
             ca_pem: Vec::new(),
             log,
+            stdout: rx,
+            printed: Vec::new(),
         };
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        while proxy.url.is_empty() || proxy.metrics_url.is_empty() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = match rx.recv_timeout(left) {
-                Ok(line) => line,
-                Err(_) => panic!(
-                    "tandem-proxy printed no addresses within {STARTUP_TIMEOUT:?}\n{}",
-                    proxy.log_text()
-                ),
-            };
-            let line = line.trim();
-            if let Some(url) = line.strip_prefix("tandem-proxy listening on ") {
-                proxy.url = url.to_string();
-                proxy.addr = url.trim_start_matches("https://").parse().expect("a socket address");
-            } else if let Some(url) = line.strip_prefix("tandem-proxy metrics on ") {
-                proxy.metrics_url = url.to_string();
-            }
-        }
+        proxy.url = proxy.printed_after("tandem-proxy listening on ");
+        proxy.addr = proxy
+            .url
+            .trim_start_matches("https://")
+            .parse()
+            .expect("a socket address");
+        proxy.metrics_url = proxy.printed_after("tandem-proxy metrics on ");
         proxy.ca_pem = std::fs::read(tls_dir.join("ca.pem")).expect("the proxy wrote its CA");
         proxy
+    }
+
+    /// The rest of the stdout line that starts with `prefix` (e.g. the address after
+    /// `tandem-proxy blob service on `), waiting for it up to the startup timeout.
+    pub(crate) fn printed_after(&mut self, prefix: &str) -> String {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            if let Some(rest) = self.printed.iter().find_map(|l| l.strip_prefix(prefix)) {
+                return rest.to_string();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(line) => self.printed.push(line.trim().to_string()),
+                Err(_) => panic!(
+                    "tandem-proxy printed no line {prefix:?} within {STARTUP_TIMEOUT:?}\n{}",
+                    self.log_text()
+                ),
+            }
+        }
     }
 
     /// Everything the proxy logged so far.
