@@ -245,24 +245,27 @@ mod tests {
         Args::try_parse_from(std::iter::once("tandem-enclave").chain(args.iter().copied())).unwrap()
     }
 
-    /// The flags of `Dockerfile.enclave`'s CMD, as the image runs them.
+    /// The flags of `Dockerfile.enclave`'s CMD, read from the file, as the image runs them
+    /// (the KMS key comes from the image's environment).
     #[test]
     fn the_image_flags_give_a_nitro_config_on_vsock() {
-        let args = parse(&[
-            "--listen",
-            "vsock://4294967295:5000",
-            "--control-listen",
-            "vsock://4294967295:5001",
-            "--blob-store",
-            "parent:vsock://3:7000",
-            "--ship-logs",
-            "vsock://3:5002",
-            "--log-json",
-            "--kms-key-id",
-            "arn:aws:kms:us-east-1:111122223333:key/x",
-        ]);
+        let dockerfile =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../Dockerfile.enclave")).unwrap();
+        let joined = dockerfile.replace("\\\n", " ");
+        let cmd = joined.lines().find_map(|l| l.strip_prefix("CMD ")).unwrap();
+        let cmd: Vec<String> = serde_json::from_str(cmd).unwrap();
+        let argv = ["tandem-enclave".to_string()]
+            .into_iter()
+            .chain(cmd)
+            .chain(["--kms-key-id".into(), "arn:aws:kms:us-east-1:111122223333:key/x".into()]);
+        let args = Args::try_parse_from(argv).unwrap();
         assert_eq!(args.listen, Addr::vsock(tandem_core::addr::VSOCK_CID_ANY, 5000));
+        assert_eq!(
+            args.control_listen,
+            Some(Addr::vsock(tandem_core::addr::VSOCK_CID_ANY, 5001))
+        );
         assert_eq!(args.ship_logs, Some(Addr::vsock(3, 5002)));
+        assert!(args.log_json);
         let config = args.config().unwrap();
         assert!(config.nitro);
         assert_eq!(config.store, StoreKind::Parent(Addr::vsock(3, 7000)));
