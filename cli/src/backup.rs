@@ -11,6 +11,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use serde_json::{Value, json};
+use tandem_core::engine::RefreshKind;
 use tandem_core::{AccountId, ErrorCode};
 use tandem_sdk::backup::{self, BackupContents, BackupHeader, DecryptOptions, KdfParams, MAGIC, Passphrase};
 use tandem_sdk::drive::{DriveClient, backup_file_name};
@@ -221,10 +222,11 @@ pub(crate) async fn import(conn: &Conn, out: Out, path: &Path, force: bool, pass
 
 /// `tandem account refresh`: new shares for the same key, the new device share persisted
 /// atomically, then confirmed to the enclave.
-pub(crate) async fn refresh(conn: &Conn, out: Out, selector: Option<&str>) -> Result<()> {
+pub(crate) async fn refresh(conn: &Conn, out: Out, selector: Option<&str>, complete: bool) -> Result<()> {
     let wallet = Wallet::open(&conn.wallet)?;
     let old = wallet.find(selector)?;
     let client = conn.client()?;
+    let kind = if complete { RefreshKind::Complete } else { RefreshKind::Fast };
     let started = Instant::now();
     let progress = |stage: u8, what: &'static str| {
         out.progress(&format!(
@@ -232,24 +234,27 @@ pub(crate) async fn refresh(conn: &Conn, out: Out, selector: Option<&str>) -> Re
             started.elapsed().as_secs_f64()
         ));
     };
-    let new = match client.refresh_with_progress(&old, progress).await {
+    let new = match client.refresh_with_progress(&old, kind, progress).await {
         // The wallet holds the share of an earlier refresh the enclave has not seen used
         // yet (its confirmation was cut off): confirm it, then refresh.
         Err(e) if e.code() == Some(ErrorCode::MpcInvalidShare) => {
             out.progress("  an earlier refresh is unconfirmed: confirming it first (recovery check)…");
             client.recover(&old).await.map_err(recovery_error)?;
-            client.refresh_with_progress(&old, progress).await
+            client.refresh_with_progress(&old, kind, progress).await
         }
         other => other,
-    }
-    .context("the refresh failed; the account keeps its current shares (nothing changed in the wallet)")?;
+    };
+    // What the attempt learnt (a newer generation) is kept, whatever the outcome.
+    wallet.save(&old)?;
+    let new = new.context("the refresh failed; the account keeps its current shares (nothing changed in the wallet)")?;
     let refresh_ms = started.elapsed().as_millis() as u64;
     if new.address() != old.address() || new.public_key() != old.public_key() {
         bail!("the refresh produced another key; the wallet keeps the old share");
     }
-    // Persist before confirming: until the enclave sees the new share used, it keeps the
-    // old one, so a crash here loses nothing. The old file stays in place until the new
-    // one is complete on disk.
+    // The enclave's sealed done message confirmed it stored the new share (pending): only
+    // now is the wallet's share replaced. Persist before confirming: until the enclave
+    // sees the new share used, it keeps the old one, so a crash here loses nothing. The old
+    // file stays in place until the new one is complete on disk.
     let t = Instant::now();
     wallet
         .save(&new)
@@ -267,7 +272,9 @@ pub(crate) async fn refresh(conn: &Conn, out: Out, selector: Option<&str>) -> Re
         "confirmMs": confirm_ms,
         "totalMs": started.elapsed().as_millis() as u64,
         "confirmed": confirmed.is_ok(),
+        "kind": if complete { "complete" } else { "fast" },
     });
+    wallet.save(&new)?;
     if let Err(e) = confirmed {
         out.result(&report);
         return Err(anyhow::Error::new(e).context(
@@ -296,12 +303,13 @@ pub(crate) async fn verify(conn: &Conn, out: Out, selector: Option<&str>) -> Res
     Ok(())
 }
 
-/// Encrypts `account` with the wallet's pinned PCRs, showing progress while Argon2id runs.
+/// Encrypts `account` with the wallet's accepted images, showing progress while Argon2id
+/// runs.
 async fn encrypt(conn: &Conn, account: &Account, passphrase: &PassphraseArgs, out: Out) -> Result<(Vec<u8>, Value)> {
     let pass = secrets::passphrase(passphrase, Purpose::NewBackup)?;
-    let pcrs = WalletConfig::load(&conn.wallet)?.pcr_bytes()?;
-    let pcr_count = pcrs.len();
-    let contents = BackupContents::new(account.clone()).with_expected_pcrs(pcrs);
+    let images = WalletConfig::load(&conn.wallet)?.images()?;
+    let image_count = images.len();
+    let contents = BackupContents::new(account.clone()).with_accepted_images(&images);
     let kdf = KdfParams::DEFAULT;
     out.progress(&format!(
         "  deriving the backup key (Argon2id, {} MiB, {} passes)…",
@@ -319,14 +327,14 @@ async fn encrypt(conn: &Conn, account: &Account, passphrase: &PassphraseArgs, ou
         "address": account.address().to_string(),
         "bytes": file.len(),
         "kdf": format!("argon2id m={}KiB t={} p={}", kdf.m_cost_kib, kdf.t_cost, kdf.p_cost),
-        "pcrs": pcr_count,
+        "acceptedImages": image_count,
         "encryptSeconds": secs,
     });
     Ok((file, report))
 }
 
 /// Decrypts `bytes`, runs the recovery check, and only then writes the account (and the
-/// backup's PCRs, if the wallet pinned none) to the wallet.
+/// backup's accepted images, if the wallet accepts none) to the wallet.
 async fn restore(
     conn: &Conn,
     out: Out,
@@ -366,23 +374,22 @@ async fn restore(
     let decrypt_secs = seconds(started);
     out.progress(&format!("  decrypted in {decrypt_secs:.2}s"));
 
-    // A wallet without pinned PCRs adopts the backup's, so the restored device trusts the
-    // same enclave image as before; a wallet with its own keeps them.
+    // A wallet that accepts no image adopts the backup's (the user's own, encrypted), so
+    // the restored device trusts the same enclave images as before; a wallet with its own
+    // keeps them.
     let mut config = WalletConfig::load(&conn.wallet)?;
-    let adopt = config.expected_pcrs.is_empty() && !contents.expected_pcrs.is_empty();
+    let adopt = config.accepted_images.is_empty() && !contents.images().is_empty();
     if adopt {
-        config.expected_pcrs = contents
-            .expected_pcrs
-            .iter()
-            .map(|(i, v)| (*i, hex::encode(v)))
-            .collect();
+        for image in contents.images() {
+            config.add(&image);
+        }
     }
     let mut report = verify_and_store(conn, out, contents.account, &config, force).await?;
     if adopt {
         config.save(&conn.wallet)?;
     }
     report["decryptSeconds"] = json!(decrypt_secs);
-    report["pcrsAdopted"] = json!(adopt);
+    report["imagesAdopted"] = json!(adopt);
     report["backupCreatedAt"] = json!(contents.created_at);
     out.result(&report);
     Ok(())

@@ -8,7 +8,8 @@ use anyhow::{Context, Result, ensure};
 use clap::Args;
 use serde_json::json;
 use tandem_core::KeyShare;
-use tandem_core::engine::{DeviceDkg, DeviceSign, EnclaveDkg, EnclaveSign, Next};
+use tandem_core::engine::{DeviceDkg, DeviceSign, EnclaveDkg, EnclaveSign};
+use tandem_core::flow::run_local;
 
 use crate::conn::Conn;
 use crate::local::LocalEnclave;
@@ -44,26 +45,15 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 fn local_pair() -> Result<(Arc<KeyShare>, Arc<KeyShare>)> {
-    let (mut d, m0) = DeviceDkg::start()?;
-    let (mut e, _, r0) = EnclaveDkg::start(&m0)?;
-    let m1 = d.receive(&r0)?;
-    let Next::Send(r1) = e.step(&m1)? else {
-        anyhow::bail!("unexpected DKG end")
-    };
-    let m2 = d.receive(&r1)?;
-    let Next::Done(es) = e.step(&m2)? else {
-        anyhow::bail!("DKG did not finish")
-    };
-    let ds = d.finish(&es.public_key())?;
-    Ok((Arc::new(ds), Arc::new(es)))
+    let (d, m0) = DeviceDkg::start()?;
+    let (created, output) = run_local(d, m0, EnclaveDkg::start, 1)?;
+    Ok((Arc::new(created.share), Arc::new(output.share)))
 }
 
 fn local_sign(d: &Arc<KeyShare>, e: &Arc<KeyShare>, digest: [u8; 32]) -> Result<()> {
-    let (mut dm, m0) = DeviceSign::start(d.clone(), digest)?;
-    let (mut em, _, r0) = EnclaveSign::start(EnclaveSign::parse_start(&m0)?, e.clone())?;
-    let m1 = dm.receive(&r0)?;
-    let partial = em.step(&m1)?;
-    dm.finish(&partial)?;
+    let (dm, m0) = DeviceSign::start(d.clone(), digest, 0)?;
+    let e = e.clone();
+    run_local(dm, m0, |m0| EnclaveSign::start(EnclaveSign::parse_start(m0)?, e, 1), 1)?;
     Ok(())
 }
 

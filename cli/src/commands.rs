@@ -27,7 +27,8 @@ pub(crate) enum AccountCmd {
     },
     /// List the accounts in the wallet.
     List,
-    /// Show one account, and check the enclave reports the same public key.
+    /// Show one account and its state; unless --offline, run the recovery check (the
+    /// enclave's sealed answer confirms it holds the account and accepts this share).
     Show {
         /// Account id, address or label (optional when the wallet has one account).
         #[arg(long)]
@@ -70,6 +71,10 @@ pub(crate) enum AccountCmd {
         /// Account id, address or label (optional when the wallet has one account).
         #[arg(long)]
         account: Option<String>,
+        /// A complete refresh: the OT setup is redone from scratch (about as slow as
+        /// creating the account). The only refresh a locked account accepts.
+        #[arg(long)]
+        complete: bool,
     },
     /// Run the recovery check: the enclave confirms this wallet's share matches the account
     /// (and a refreshed share is confirmed).
@@ -231,18 +236,19 @@ pub(crate) async fn account(cmd: AccountCmd, conn: &Conn, out: Out) -> Result<()
                 "address": account.address().to_string(),
                 "publicKey": account.public_key().to_hex(),
                 "label": account.label(),
+                "generation": account.generation(),
+                "locked": account.enclave_misbehaved(),
             });
             if !offline {
-                let info = conn
-                    .client()?
-                    .get_public_key(account.id())
-                    .await
-                    .context("cannot ask the server")?;
-                let same = info.public_key == account.public_key();
-                v["serverAgrees"] = json!(same);
-                if !same {
+                // The authenticated check: a sealed answer only the enclave holding this
+                // account can make (the plain getPublicKey could be answered by the host).
+                let checked = conn.client()?.recover(&account).await;
+                wallet.save(&account)?;
+                v["generation"] = json!(account.generation());
+                v["enclaveConfirms"] = json!(checked.is_ok());
+                if let Err(e) = checked {
                     out.result(&v);
-                    bail!("the server reports another public key for this account");
+                    return Err(anyhow::Error::new(e).context("the enclave did not confirm this account's share"));
                 }
             }
             out.result(&v);
@@ -258,51 +264,71 @@ pub(crate) async fn account(cmd: AccountCmd, conn: &Conn, out: Out) -> Result<()
             force,
             passphrase,
         } => crate::backup::import(conn, out, &input, force, &passphrase).await?,
-        AccountCmd::Refresh { account } => crate::backup::refresh(conn, out, account.as_deref()).await?,
+        AccountCmd::Refresh { account, complete } => {
+            crate::backup::refresh(conn, out, account.as_deref(), complete).await?
+        }
         AccountCmd::Verify { account } => crate::backup::verify(conn, out, account.as_deref()).await?,
     }
     Ok(())
 }
 
-/// Runs `tandem sign …`.
+/// Runs `tandem sign …`. Whatever the outcome, the account file is saved again
+/// afterwards: a flow can teach the device a newer generation of the enclave's record, or
+/// that the enclave failed an OT consistency check (then this share is locked).
 pub(crate) async fn sign(cmd: SignCmd, conn: &Conn, out: Out) -> Result<()> {
     let wallet = Wallet::open(&conn.wallet)?;
+    let selector = match &cmd {
+        SignCmd::Hash { which, .. } | SignCmd::Message { which, .. } | SignCmd::TypedData { which, .. } => {
+            which.account.clone()
+        }
+        SignCmd::Tx(args) => args.which.account.clone(),
+    };
+    let account = wallet.find(selector.as_deref())?;
     let client = conn.client()?;
+    let result = sign_with(cmd, TandemSigner::new(client, account.clone()), out).await;
+    wallet
+        .save(&account)
+        .context("cannot record what the flow learnt in the wallet")?;
+    if account.enclave_misbehaved().is_some() {
+        out.progress(
+            "  this account's share is locked on this device: the enclave failed an OT consistency check. Run `tandem account refresh --complete` (a new OT setup) before signing again.",
+        );
+    }
+    result
+}
+
+async fn sign_with(cmd: SignCmd, signer: TandemSigner, out: Out) -> Result<()> {
     let started = Instant::now();
     match cmd {
-        SignCmd::Hash { which, hash } => {
+        SignCmd::Hash { hash, .. } => {
             let bytes = parse_hex("the hash", &hash)?;
             let digest = B256::try_from(bytes.as_slice())
                 .map_err(|_| anyhow::anyhow!("the hash must be 32 bytes, got {}", bytes.len()))?;
-            let signer = TandemSigner::new(client, wallet.find(which.account.as_deref())?);
             let sig = signer.sign_hash(&digest).await?;
             print_sig(out, &signer, digest, &sig, started, json!({}));
         }
-        SignCmd::Message { which, message, hex } => {
+        SignCmd::Message { message, hex, .. } => {
             let bytes = if hex {
                 parse_hex("the message", &message)?
             } else {
                 message.into_bytes()
             };
-            let signer = TandemSigner::new(client, wallet.find(which.account.as_deref())?);
             let sig = signer.sign_message(&bytes).await?;
             print_sig(out, &signer, eth::eip191_hash(&bytes), &sig, started, json!({}));
         }
-        SignCmd::TypedData { which, file } => {
+        SignCmd::TypedData { file, .. } => {
             let json_text = if file.as_os_str() == "-" {
                 std::io::read_to_string(std::io::stdin()).context("cannot read stdin")?
             } else {
                 std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?
             };
             let digest = eth::typed_data_hash(&json_text)?;
-            let signer = TandemSigner::new(client, wallet.find(which.account.as_deref())?);
             let sig = signer.sign_typed_data_json(&json_text).await?;
             print_sig(out, &signer, digest, &sig, started, json!({}));
         }
         SignCmd::Tx(args) => {
             let params = tx_params(&args)?;
-            let signer = TandemSigner::new(client, wallet.find(args.which.account.as_deref())?)
-                .with_chain_id(Some(params.chain_id));
+            let signer = signer.with_chain_id(Some(params.chain_id));
             let tx = eth::build_tx(&params);
             let digest = eth::signing_hash(&tx);
             let sig = signer.sign_hash(&digest).await?;

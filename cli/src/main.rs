@@ -63,6 +63,11 @@ struct Global {
     /// e.g. the `ca.pem` that `tandem-proxy --self-signed DIR` writes.
     #[arg(long, global = true, env = "TANDEM_CA_CERT")]
     ca_cert: Option<PathBuf>,
+    /// Also accept the enclave image measured in this file (the build's enclave-pcr.json),
+    /// for this command, beside the wallet's pinned images (`tandem attestation pin`).
+    /// Repeatable; the environment variable takes a comma-separated list.
+    #[arg(long, global = true, env = "TANDEM_PCR_FILE", value_delimiter = ',', value_name = "FILE")]
+    pcr_file: Vec<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -115,6 +120,7 @@ fn main() -> ExitCode {
         wallet: cli.global.wallet.clone().unwrap_or_else(default_wallet),
         mock_root: cli.global.mock_root.clone(),
         ca_cert: cli.global.ca_cert.clone(),
+        pcr_files: cli.global.pcr_file.clone(),
     };
     let result = runtime.block_on(async {
         match cli.command {

@@ -29,9 +29,12 @@ pub mod channel;
 pub mod engine;
 pub mod error;
 pub mod eth;
+pub mod flow;
 pub mod ids;
 pub mod keys;
 pub mod message;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod wire;
 
 pub use engine::{KeyShare, Role, Signature};
@@ -39,4 +42,4 @@ pub use error::{ErrorCode, ProtocolError};
 pub use eth::Address;
 pub use ids::{AccountId, SessionId, ShareId};
 pub use keys::PublicKey;
-pub use message::Flow;
+pub use flow::Flow;

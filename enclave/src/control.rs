@@ -16,10 +16,9 @@ use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::Serialize;
-use tandem_core::ErrorCode;
 
 use crate::api::{ApiJson, AppState};
-use crate::error::ApiError;
+use crate::error::EnclaveError;
 use crate::kms::credentials::PushedCredentials;
 
 /// The answer to a credential push.
@@ -37,23 +36,20 @@ pub fn control_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/control/v1/credentials", post(push_credentials))
         .route("/control/v1/time", post(push_time))
-        .fallback(|| async { ApiError::new(ErrorCode::InvalidRequest, "no such control route") })
+        .fallback(|| async { EnclaveError::InvalidRequest("no such control route".into()) })
         .with_state(state)
 }
 
 async fn push_credentials(
     State(state): State<Arc<AppState>>,
     ApiJson(pushed): ApiJson<PushedCredentials>,
-) -> Result<Json<CredentialsAccepted>, ApiError> {
+) -> Result<Json<CredentialsAccepted>, EnclaveError> {
     let slot = state.credentials.as_ref().ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::InvalidRequest,
-            "this enclave does not use KMS (local key wrapper): no credentials needed",
-        )
+        EnclaveError::InvalidRequest("this enclave does not use KMS (local key wrapper): no credentials needed".into())
     })?;
     let expires_at = slot
         .push(pushed)
-        .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.to_string()))?;
+        .map_err(|e| EnclaveError::InvalidRequest(e.to_string()))?;
     Ok(Json(CredentialsAccepted {
         accepted: true,
         expires_at,

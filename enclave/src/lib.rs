@@ -30,6 +30,7 @@ pub mod boot;
 pub mod config;
 pub mod control;
 pub mod error;
+pub mod guard;
 pub mod keystore;
 pub mod kms;
 pub mod logship;

@@ -84,6 +84,16 @@ struct Args {
     #[arg(long, default_value_t = 1024)]
     max_sessions: usize,
 
+    /// Most unsealed accounts kept in memory (about 50 KB each); others are unsealed from
+    /// their blob on use (well under a millisecond).
+    #[arg(long, default_value_t = tandem_enclave::keystore::DEFAULT_CACHE_ACCOUNTS, env = "TANDEM_CACHE_ACCOUNTS")]
+    cache_accounts: usize,
+
+    /// Mock mode: the name of the development "image", from which its PCRs are derived
+    /// (`TANDEM-<NAME>-PCR<i>`); clients pin them from `<data-dir>/attestation/enclave-pcr.json`.
+    #[arg(long, default_value = "dev", value_name = "NAME")]
+    mock_image: String,
+
     /// Log as JSON lines (for log shipping) instead of human-readable text.
     #[arg(long)]
     log_json: bool,
@@ -153,6 +163,8 @@ async fn main() -> ExitCode {
     config.nitro = !args.mock;
     config.session_ttl = Duration::from_secs(args.session_ttl.max(1));
     config.max_sessions = args.max_sessions.max(1);
+    config.cache_accounts = args.cache_accounts.max(1);
+    config.mock_image = args.mock_image.clone();
     if let Some(store) = args.blob_store.clone() {
         config.store = store;
     }
