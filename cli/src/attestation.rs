@@ -125,7 +125,9 @@ pub(crate) async fn run(cmd: AttestationCmd, conn: &Conn, out: Out) -> Result<()
             let mut config = WalletConfig::load(&conn.wallet)?;
             let added = config.add(&image);
             config.save(&conn.wallet)?;
-            out.result(&json!({"pinned": stored(&image), "new": added, "acceptedImages": config.accepted_images.len()}));
+            out.result(
+                &json!({"pinned": stored(&image), "new": added, "acceptedImages": config.accepted_images.len()}),
+            );
             Ok(())
         }
         AttestationCmd::Unpin { pcr_file, all } => {
@@ -207,7 +209,10 @@ fn verify(a: VerifyArgs, out: Out) -> Result<()> {
     let mut pcrs = std::collections::BTreeMap::new();
     for (i, v) in [(0u8, &a.pcr0), (1, &a.pcr1), (2, &a.pcr2), (8, &a.pcr8)] {
         if let Some(hex_value) = v {
-            pcrs.insert(i, hex::decode(hex_value).with_context(|| format!("--pcr{i} is not hex"))?);
+            pcrs.insert(
+                i,
+                hex::decode(hex_value).with_context(|| format!("--pcr{i} is not hex"))?,
+            );
         }
     }
     let image_checked = !pcrs.is_empty() || a.pcr_file.is_some();

@@ -226,7 +226,11 @@ pub(crate) async fn refresh(conn: &Conn, out: Out, selector: Option<&str>, compl
     let wallet = Wallet::open(&conn.wallet)?;
     let old = wallet.find(selector)?;
     let client = conn.client()?;
-    let kind = if complete { RefreshKind::Complete } else { RefreshKind::Fast };
+    let kind = if complete {
+        RefreshKind::Complete
+    } else {
+        RefreshKind::Fast
+    };
     let started = Instant::now();
     let progress = |stage: u8, what: &'static str| {
         out.progress(&format!(
@@ -246,7 +250,8 @@ pub(crate) async fn refresh(conn: &Conn, out: Out, selector: Option<&str>, compl
     };
     // What the attempt learnt (a newer generation) is kept, whatever the outcome.
     wallet.save(&old)?;
-    let new = new.context("the refresh failed; the account keeps its current shares (nothing changed in the wallet)")?;
+    let new =
+        new.context("the refresh failed; the account keeps its current shares (nothing changed in the wallet)")?;
     let refresh_ms = started.elapsed().as_millis() as u64;
     if new.address() != old.address() || new.public_key() != old.public_key() {
         bail!("the refresh produced another key; the wallet keeps the old share");

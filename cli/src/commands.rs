@@ -245,11 +245,10 @@ pub(crate) async fn account(cmd: AccountCmd, conn: &Conn, out: Out) -> Result<()
                 let checked = conn.client()?.recover(&account).await;
                 wallet.save(&account)?;
                 v["generation"] = json!(account.generation());
-                v["enclaveConfirms"] = json!(checked.is_ok());
                 if let Err(e) = checked {
-                    out.result(&v);
                     return Err(anyhow::Error::new(e).context("the enclave did not confirm this account's share"));
                 }
+                v["enclaveConfirms"] = json!(true);
             }
             out.result(&v);
         }

@@ -61,7 +61,8 @@ pub(crate) fn parse_image(image: &StoredImage) -> Result<ImageMeasurements> {
 
 /// Reads an `enclave-pcr.json` file.
 pub(crate) fn read_pcr_file(path: &Path) -> Result<ImageMeasurements> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the measurements file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the measurements file {}", path.display()))?;
     ImageMeasurements::from_json(&text).with_context(|| format!("{} is not a measurements file", path.display()))
 }
 

@@ -66,7 +66,13 @@ struct Global {
     /// Also accept the enclave image measured in this file (the build's enclave-pcr.json),
     /// for this command, beside the wallet's pinned images (`tandem attestation pin`).
     /// Repeatable; the environment variable takes a comma-separated list.
-    #[arg(long, global = true, env = "TANDEM_PCR_FILE", value_delimiter = ',', value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        env = "TANDEM_PCR_FILE",
+        value_delimiter = ',',
+        value_name = "FILE"
+    )]
     pcr_file: Vec<PathBuf>,
 }
 

@@ -19,6 +19,8 @@ const PASSPHRASE: &str = "correct horse battery staple";
 struct Env {
     url: String,
     mock_root: String,
+    /// The mock image's measurements file (what the CLI pins).
+    pcr_file: String,
     /// Holds the wallets, passphrase files and backups of one test.
     dir: tempfile::TempDir,
     _data: tempfile::TempDir,
@@ -35,6 +37,7 @@ async fn env() -> Env {
     let data = tempfile::tempdir().unwrap();
     let server = Server::open(&Config::mock(data.path())).unwrap();
     let mock_root = server.dev_root_pem().unwrap().to_str().unwrap().to_string();
+    let pcr_file = server.measurements_path().unwrap().to_str().unwrap().to_string();
     let listener = Listener::bind(&"tcp://127.0.0.1:0".parse().unwrap()).await.unwrap();
     let url = format!("http://{}", listener.local_addr());
     let stop = CancellationToken::new();
@@ -45,6 +48,7 @@ async fn env() -> Env {
     Env {
         url,
         mock_root,
+        pcr_file,
         dir,
         _data: data,
         stop,
@@ -75,6 +79,8 @@ impl Env {
                 "--json",
                 "--mock-root",
                 &self.mock_root,
+                "--pcr-file",
+                &self.pcr_file,
             ])
             .args(args)
             .env_remove("TANDEM_GOOGLE_TOKEN")
@@ -155,8 +161,10 @@ async fn backup_wipe_restore_recover_sign() {
     let (id, address) = env.create("w", "alice").await;
     env.signs("w", &id, "before the backup", address).await;
     let share = device_share(&env.path("w").join(format!("{id}.json")));
-    // Pin the enclave's PCRs: the backup carries them to the restored device.
-    let (ok, _, err) = env.tandem("w", &["attestation", "fetch", "--save-pcrs"]).await;
+    // Pin the enclave's image: the backup carries it to the restored device.
+    let (ok, _, err) = env
+        .tandem("w", &["attestation", "pin", "--pcr-file", &env.pcr_file])
+        .await;
     assert!(ok, "{err}");
     let config = std::fs::read_to_string(env.path("w").join("config.json")).unwrap();
 
@@ -183,7 +191,7 @@ async fn backup_wipe_restore_recover_sign() {
         started.elapsed()
     );
     assert_eq!(v["kdf"], "argon2id m=65536KiB t=3 p=1");
-    assert_eq!(v["pcrs"], 4, "PCR0, 1, 2 and 8 travel in the backup");
+    assert_eq!(v["acceptedImages"], 1, "the pinned image travels in the backup");
     let file = std::fs::read(env.path("alice.backup")).unwrap();
     assert_eq!(&file[..8], b"TANDEMBK");
     let text = String::from_utf8_lossy(&file);
@@ -219,11 +227,11 @@ async fn backup_wipe_restore_recover_sign() {
     );
     assert_eq!(v["recovered"], true);
     assert_eq!(v["accountId"], id.as_str());
-    assert_eq!(v["pcrsAdopted"], true);
+    assert_eq!(v["imagesAdopted"], true);
     let restored: Value =
         serde_json::from_str(&std::fs::read_to_string(env.path("w").join("config.json")).unwrap()).unwrap();
     let original: Value = serde_json::from_str(&config).unwrap();
-    assert_eq!(restored["expectedPcrs"], original["expectedPcrs"]);
+    assert_eq!(restored["acceptedImages"], original["acceptedImages"]);
     assert_eq!(env.account_files("w").len(), 1);
     assert_eq!(device_share(&env.path("w").join(format!("{id}.json"))), share);
     env.signs("w", "alice", "after the restore", address).await;
@@ -314,11 +322,7 @@ async fn refresh_retires_old_shares_and_stale_backups() {
     // enclave never saw it used): `tandem account refresh` confirms it, then refreshes.
     let pem = std::fs::read_to_string(&env.mock_root).unwrap();
     let client = tandem_sdk::Client::builder(&env.url)
-        .attestation(
-            tandem_sdk::attestation::AttestationPolicy::nitro()
-                .danger_allow_mock(&pem)
-                .unwrap(),
-        )
+        .attestation(tandem_testkit::mock_policy(&pem))
         .build()
         .unwrap();
     let current = tandem_sdk::Account::from_json(&std::fs::read_to_string(&file).unwrap()).unwrap();
@@ -478,7 +482,7 @@ async fn export_is_encrypted_unless_asked_and_import_checks_the_share() {
         )
         .await;
     assert!(!ok);
-    assert!(error_of(&v).contains("too short"), "{v}");
+    assert!(error_of(&v).contains("at least 8 characters"), "{v}");
     assert!(!env.path("x").exists());
 }
 

@@ -281,7 +281,10 @@ pub(crate) mod tests {
         a.mark_misbehaved("OT consistency check failed");
         let back = Account::from_json(&a.to_json().unwrap()).unwrap();
         assert_eq!(back.generation(), 7);
-        assert_eq!(back.enclave_misbehaved().as_deref(), Some("OT consistency check failed"));
+        assert_eq!(
+            back.enclave_misbehaved().as_deref(),
+            Some("OT consistency check failed")
+        );
 
         // A version-2 file (as the CLI wrote before generations existed).
         let mut v2: serde_json::Value = serde_json::from_str(&a.to_json().unwrap()).unwrap();

@@ -62,7 +62,9 @@ pub enum AttestationError {
     #[error("the document does not carry the expected nonce")]
     Nonce,
     /// The policy accepts no image: nothing can be trusted.
-    #[error("no enclave image is pinned: configure the expected measurements (PCR0/1/2 or PCR8 from the build's enclave-pcr.json) before talking to an enclave")]
+    #[error(
+        "no enclave image is pinned: configure the expected measurements (PCR0/1/2 or PCR8 from the build's enclave-pcr.json) before talking to an enclave"
+    )]
     NoPinnedImage,
     /// A pinned PCR differs.
     #[error("PCR{index} is {actual}, expected {expected} (of the closest accepted image)")]
@@ -114,7 +116,9 @@ impl ImageMeasurements {
                 )));
             }
             if v.len() != 48 {
-                return Err(AttestationError::Policy(format!("PCR{i} must be 48 bytes (96 hex digits)")));
+                return Err(AttestationError::Policy(format!(
+                    "PCR{i} must be 48 bytes (96 hex digits)"
+                )));
             }
             if v.iter().all(|b| *b == 0) {
                 return Err(AttestationError::Policy(format!(
@@ -148,8 +152,7 @@ impl ImageMeasurements {
             let hex_value = v
                 .as_str()
                 .ok_or_else(|| AttestationError::Policy(format!("{key} is not a string")))?;
-            let bytes =
-                hex::decode(hex_value).map_err(|_| AttestationError::Policy(format!("{key} is not hex")))?;
+            let bytes = hex::decode(hex_value).map_err(|_| AttestationError::Policy(format!("{key} is not hex")))?;
             pcrs.insert(index, bytes);
         }
         ImageMeasurements::new(pcrs)
@@ -433,7 +436,9 @@ mod tests {
     fn any_of_several_accepted_images_is_trusted_and_others_are_named() {
         let qos = fixture("qos-2022-07-06.cose");
         let ever = fixture("evervault-2022-10-13.cose");
-        let both = AttestationPolicy::nitro().accept_image(image_of(&qos)).accept_image(image_of(&ever));
+        let both = AttestationPolicy::nitro()
+            .accept_image(image_of(&qos))
+            .accept_image(image_of(&ever));
         both.verify(&qos, at(&qos), None).unwrap();
         both.verify(&ever, at(&ever), None).unwrap();
         let only_qos = pinned_to(&qos);
@@ -519,10 +524,7 @@ mod tests {
             policy.verify(&doc, at(&doc), None).unwrap_err(),
             AttestationError::DebugMode
         );
-        policy
-            .danger_allow_debug(true)
-            .verify(&doc, at(&doc), None)
-            .unwrap();
+        policy.danger_allow_debug(true).verify(&doc, at(&doc), None).unwrap();
     }
 
     #[test]

@@ -488,7 +488,9 @@ impl BackupContents {
             .to_json()
             .map_err(|e| BackupError::Contents(e.to_string()))?;
         let json_len = u32::try_from(json.len()).map_err(|_| BackupError::Contents("account too large".into()))?;
-        let mut out = Zeroizing::new(Vec::with_capacity(1 + 8 + 4 + json.len() + 1 + 200 * self.accepted_images.len()));
+        let mut out = Zeroizing::new(Vec::with_capacity(
+            1 + 8 + 4 + json.len() + 1 + 200 * self.accepted_images.len(),
+        ));
         out.push(CONTENTS_VERSION);
         out.extend_from_slice(&self.created_at.to_be_bytes());
         out.extend_from_slice(&json_len.to_be_bytes());

@@ -276,13 +276,19 @@ impl Client {
         let mut machine = Some(machine);
         for attempt in 0..2 {
             let key = self.channel_key().await?;
-            let m = machine.take().ok_or(SdkError::Transport("no machine to retry with".into()))?;
+            let m = machine
+                .take()
+                .ok_or(SdkError::Transport("no machine to retry with".into()))?;
             let (session, wire) = DeviceSession::open(&key, m, |binding| FirstMessage {
                 protocol: first_protocol.clone(),
                 auth_key: starter.register.then(|| starter.auth.public_key()),
-                authorization: starter
-                    .auth
-                    .authorize(account_id.as_ref(), F::FLOW, binding, &first_protocol, unix_now()),
+                authorization: starter.auth.authorize(
+                    account_id.as_ref(),
+                    F::FLOW,
+                    binding,
+                    &first_protocol,
+                    unix_now(),
+                ),
                 label: starter.label.clone(),
                 client_node_id: None,
             })?;
@@ -504,7 +510,10 @@ impl Client {
         let (machine, m0) = blocking(move || DeviceRefresh::start(share, kind, seen)).await??;
         let stages = |n: u8| match n {
             0 => progress(2, "exchanging the re-sharing messages"),
-            1 => progress(3, "finishing: the enclave stores its new share (pending until confirmed)"),
+            1 => progress(
+                3,
+                "finishing: the enclave stores its new share (pending until confirmed)",
+            ),
             _ => {}
         };
         let refreshed = self

@@ -214,7 +214,10 @@ mod tests {
         // With no image pinned the client refuses before any request is made.
         let err = signer.sign_digest(B256::ZERO).await.unwrap_err();
         assert!(
-            matches!(err, SdkError::Attestation(crate::attestation::AttestationError::NoPinnedImage)),
+            matches!(
+                err,
+                SdkError::Attestation(crate::attestation::AttestationError::NoPinnedImage)
+            ),
             "{err:?}"
         );
     }

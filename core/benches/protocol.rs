@@ -16,9 +16,7 @@ use dkls23::protocols::{Parameters, Party, PartyIndex};
 use k256::ecdsa::signature::hazmat::PrehashSigner;
 use tandem_core::auth::{DeviceAuthKey, FirstMessage, verify_authorization};
 use tandem_core::channel::{ChannelKeypair, EnclaveChannel};
-use tandem_core::engine::{
-    DeviceDkg, DeviceRefresh, DeviceSign, EnclaveDkg, EnclaveRefresh, EnclaveSign, RefreshKind,
-};
+use tandem_core::engine::{DeviceDkg, DeviceRefresh, DeviceSign, EnclaveDkg, EnclaveRefresh, EnclaveSign, RefreshKind};
 use tandem_core::flow::{DeviceSession, EnclaveFlow, Next, Receipt, Step, run_local};
 use tandem_core::{AccountId, Flow, KeyShare, Signature};
 
@@ -31,7 +29,8 @@ fn dkg() -> (KeyShare, KeyShare) {
 fn sign(d: &Arc<KeyShare>, e: &Arc<KeyShare>, digest: [u8; 32]) -> Signature {
     let (dm, m0) = DeviceSign::start(d.clone(), digest, 0).expect("start");
     let e = e.clone();
-    let (signed, ()) = run_local(dm, m0, |m0| EnclaveSign::start(EnclaveSign::parse_start(m0)?, e, 1), 1).expect("sign");
+    let (signed, ()) =
+        run_local(dm, m0, |m0| EnclaveSign::start(EnclaveSign::parse_start(m0)?, e, 1), 1).expect("sign");
     signed.signature
 }
 
@@ -63,7 +62,9 @@ fn sealed_sign(d: &Arc<KeyShare>, e: &Arc<KeyShare>, keys: &ChannelKeypair, auth
     .expect("authorized");
     let (mut em, step) =
         EnclaveSign::start(EnclaveSign::parse_start(&first.protocol).expect("parse"), e.clone(), 1).expect("enclave");
-    let Step::Continue(r0) = step else { panic!("expected a reply") };
+    let Step::Continue(r0) = step else {
+        panic!("expected a reply")
+    };
     let Next::Send(m1) = session.on_answer(&ec.seal(0, &r0).expect("seal"), false).expect("r0") else {
         panic!("expected a message")
     };
@@ -71,7 +72,10 @@ fn sealed_sign(d: &Arc<KeyShare>, e: &Arc<KeyShare>, keys: &ChannelKeypair, auth
         panic!("expected done")
     };
     let done = em.done_message(Receipt { generation: 1 }).expect("partial");
-    let Next::Done(signed) = session.on_answer(&ec.seal(1, &done).expect("seal"), true).expect("partial") else {
+    let Next::Done(signed) = session
+        .on_answer(&ec.seal(1, &done).expect("seal"), true)
+        .expect("partial")
+    else {
         panic!("expected a signature")
     };
     black_box(signed);

@@ -53,7 +53,8 @@ pub struct FirstMessage {
 impl FirstMessage {
     /// Encodes for sealing: magic, version, postcard body.
     pub fn encode(&self) -> Result<Zeroizing<Vec<u8>>, ProtocolError> {
-        let body = postcard::to_allocvec(self).map_err(|_| ProtocolError::Internal("first message failed to encode"))?;
+        let body =
+            postcard::to_allocvec(self).map_err(|_| ProtocolError::Internal("first message failed to encode"))?;
         let mut out = Zeroizing::new(Vec::with_capacity(4 + body.len()));
         out.extend_from_slice(FIRST_MAGIC);
         out.push(FIRST_MESSAGE_VERSION);
@@ -159,9 +160,7 @@ impl DeviceAuthKey {
         protocol: &[u8],
         timestamp: u64,
     ) -> Authorization {
-        let sig = self
-            .0
-            .sign(&transcript(account, flow, timestamp, binding, protocol));
+        let sig = self.0.sign(&transcript(account, flow, timestamp, binding, protocol));
         Authorization {
             timestamp,
             signature: sig.to_bytes().to_vec(),
@@ -178,7 +177,8 @@ impl std::fmt::Debug for DeviceAuthKey {
 /// Parses a device key to register, refusing keys of small order (for which signatures
 /// prove nothing).
 pub fn registrable_key(key: &[u8; 32]) -> Result<VerifyingKey, ProtocolError> {
-    let key = VerifyingKey::from_bytes(key).map_err(|_| ProtocolError::Unauthorized("device key is not a valid key"))?;
+    let key =
+        VerifyingKey::from_bytes(key).map_err(|_| ProtocolError::Unauthorized("device key is not a valid key"))?;
     if key.is_weak() {
         return Err(ProtocolError::Unauthorized("device key is of small order"));
     }

@@ -374,7 +374,11 @@ mod tests {
         let same = [0u8; 64];
         let (ra, rb) = (a.seal(0, &same).unwrap(), b.seal(0, &same).unwrap());
         assert_ne!(ra[..SALT_LEN], rb[..SALT_LEN], "fresh salt per session");
-        assert_ne!(ra[SALT_LEN..], rb[SALT_LEN..], "same plaintext, same step: different ciphertexts");
+        assert_ne!(
+            ra[SALT_LEN..],
+            rb[SALT_LEN..],
+            "same plaintext, same step: different ciphertexts"
+        );
         assert_ne!(*a.response_key, *b.response_key);
     }
 }

@@ -195,7 +195,9 @@ pub enum ProtocolError {
     ChannelKeyChanged,
     /// The enclave answered with an older generation of the account than this device
     /// already saw: its store was rolled back. The flow stops before using that state.
-    #[error("the enclave's state for this account is older than this device has seen (generation {got} < {seen}): refused as a rollback")]
+    #[error(
+        "the enclave's state for this account is older than this device has seen (generation {got} < {seen}): refused as a rollback"
+    )]
     Rollback {
         /// The largest generation this device saw before.
         seen: u64,

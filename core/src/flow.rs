@@ -186,7 +186,9 @@ impl<F: DeviceFlow> DeviceSession<F> {
                 Ok(Next::Send(self.channel.seal(self.step, &message)?))
             }
             Next::Done(output) if done => Ok(Next::Done(output)),
-            _ => Err(ProtocolError::Malformed("the answer's status disagrees with the protocol")),
+            _ => Err(ProtocolError::Malformed(
+                "the answer's status disagrees with the protocol",
+            )),
         }
     }
 

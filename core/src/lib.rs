@@ -40,6 +40,6 @@ pub mod wire;
 pub use engine::{KeyShare, Role, Signature};
 pub use error::{ErrorCode, ProtocolError};
 pub use eth::Address;
+pub use flow::Flow;
 pub use ids::{AccountId, SessionId, ShareId};
 pub use keys::PublicKey;
-pub use flow::Flow;

@@ -7,9 +7,7 @@
 
 use std::sync::Arc;
 
-use crate::engine::{
-    Created, DeviceDkg, DeviceSign, DkgOutput, EnclaveDkg, EnclaveSign, KeyShare, Signature, Signed,
-};
+use crate::engine::{Created, DeviceDkg, DeviceSign, DkgOutput, EnclaveDkg, EnclaveSign, KeyShare, Signature, Signed};
 use crate::error::ProtocolError;
 pub use crate::flow::run_local as drive;
 use crate::ids::AccountId;

@@ -114,7 +114,12 @@ pub fn dev_pcrs() -> BTreeMap<u8, Vec<u8>> {
 /// `TANDEM-<NAME>-PCR<i>`, zero-padded to 48 bytes, for PCR0–4 and PCR8. Two names give two
 /// "images" with different measurements, so clients' pinning can be tested in mock mode.
 pub fn image_pcrs(name: &str) -> Result<BTreeMap<u8, Vec<u8>>, AttestError> {
-    if name.is_empty() || name.len() > 24 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    if name.is_empty()
+        || name.len() > 24
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
         return Err(AttestError::DevKey(format!(
             "mock image name {name:?}: 1 to 24 letters, digits, - or _"
         )));
@@ -136,7 +141,10 @@ pub fn image_pcrs(name: &str) -> Result<BTreeMap<u8, Vec<u8>>, AttestError> {
 pub fn pcr_file_json(pcrs: &BTreeMap<u8, Vec<u8>>) -> String {
     let map: serde_json::Map<String, serde_json::Value> = [0u8, 1, 2, 8]
         .iter()
-        .filter_map(|i| pcrs.get(i).map(|v| (format!("PCR{i}"), serde_json::Value::String(hex::encode(v)))))
+        .filter_map(|i| {
+            pcrs.get(i)
+                .map(|v| (format!("PCR{i}"), serde_json::Value::String(hex::encode(v))))
+        })
         .collect();
     serde_json::to_string_pretty(&map).unwrap_or_default()
 }
@@ -178,7 +186,8 @@ impl MockAttester {
     pub fn with_image(mut self, name: &str) -> Result<Self, AttestError> {
         self.pcrs = image_pcrs(name)?;
         let path = self.measurements_path();
-        fs::write(&path, pcr_file_json(&self.pcrs)).map_err(|e| AttestError::DevKey(format!("{}: {e}", path.display())))?;
+        fs::write(&path, pcr_file_json(&self.pcrs))
+            .map_err(|e| AttestError::DevKey(format!("{}: {e}", path.display())))?;
         Ok(self)
     }
 

@@ -106,7 +106,10 @@ impl EnclaveError {
     /// The response, echoing `request_id`.
     pub fn into_response_with(self, request_id: Option<String>) -> Response {
         let code = self.code();
-        if matches!(code, ErrorCode::KeystoreError | ErrorCode::InternalError | ErrorCode::RollbackDetected) {
+        if matches!(
+            code,
+            ErrorCode::KeystoreError | ErrorCode::InternalError | ErrorCode::RollbackDetected
+        ) {
             tracing::error!(code = %code, error = %self, "request failed");
         }
         let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -135,7 +138,10 @@ mod tests {
     #[test]
     fn each_kind_has_its_code_and_lookups_keep_the_session() {
         assert_eq!(EnclaveError::Locked.code(), ErrorCode::AccountLocked);
-        assert_eq!(EnclaveError::Session(SessionError::Expired).code(), ErrorCode::MpcTimeout);
+        assert_eq!(
+            EnclaveError::Session(SessionError::Expired).code(),
+            ErrorCode::MpcTimeout
+        );
         assert_eq!(EnclaveError::Session(SessionError::Full).code(), ErrorCode::RateLimited);
         assert_eq!(
             EnclaveError::Keystore(KeystoreError::Rollback { seen: 3, got: 2 }).code(),

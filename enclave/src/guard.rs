@@ -128,10 +128,7 @@ impl AccountGuard for MemoryGuard {
 
     fn is_banned(&self, account: AccountId, share: ShareId) -> bool {
         // A poisoned table fails closed: everything counts as banned.
-        self.inner
-            .banned
-            .lock()
-            .map_or(true, |b| b.contains(&(account, share)))
+        self.inner.banned.lock().map_or(true, |b| b.contains(&(account, share)))
     }
 
     fn ban(&self, account: AccountId, share: ShareId) {

@@ -114,7 +114,10 @@ mod tests {
         assert_eq!(c.admit_at([1; 32], t0), Ok(()));
         assert_eq!(c.admit_at([1; 32], t0), Err(Refusal::Replayed));
         // Still remembered one period later (in the older generation)...
-        assert_eq!(c.admit_at([1; 32], t0 + Duration::from_secs(61)), Err(Refusal::Replayed));
+        assert_eq!(
+            c.admit_at([1; 32], t0 + Duration::from_secs(61)),
+            Err(Refusal::Replayed)
+        );
         // ...and forgotten after two.
         assert_eq!(c.admit_at([1; 32], t0 + Duration::from_secs(125)), Ok(()));
     }
@@ -128,7 +131,11 @@ mod tests {
         c.admit_at([1; 32], t0).unwrap();
         c.admit_at([2; 32], t0).unwrap();
         assert_eq!(c.admit_at([3; 32], t0), Err(Refusal::Full));
-        assert_eq!(c.admit_at([9; 32], t0), Err(Refusal::Replayed), "the victim is still remembered");
+        assert_eq!(
+            c.admit_at([9; 32], t0),
+            Err(Refusal::Replayed),
+            "the victim is still remembered"
+        );
         assert_eq!(c.len(), 3);
     }
 }

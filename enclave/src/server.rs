@@ -9,10 +9,10 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::api::{ATTESTATION_SLOTS, AUTH_SKEW_SECS, AppState, router};
-use crate::guard::MemoryGuard;
 use crate::attester::{AttestError, Attester, MockAttester, NitroAttester};
 use crate::boot::{BootPlan, BootStatus};
 use crate::config::{Config, ListenAddr, StoreKind, WrapperKind};
+use crate::guard::MemoryGuard;
 use crate::keystore::{
     BlobStore, FileBlobStore, KeyWrapper, Keystore, KeystoreError, LocalKeyWrapper, MemoryBlobStore, ParentBlobStore,
     WrapError,
@@ -91,7 +91,8 @@ impl Server {
             }
             attester = Arc::new(NitroAttester::open()?);
         } else {
-            let mock = MockAttester::load_or_create(&config.data_dir.join("attestation"))?.with_image(&config.mock_image)?;
+            let mock =
+                MockAttester::load_or_create(&config.data_dir.join("attestation"))?.with_image(&config.mock_image)?;
             dev_root = Some(mock.root_pem_path().to_path_buf());
             attester = Arc::new(mock);
         }

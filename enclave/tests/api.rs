@@ -70,7 +70,11 @@ async fn create_sign_recover_refresh_over_the_api() {
     assert_eq!(info["requestId"], "abc");
     assert_eq!(info["address"], account.address().to_checksum(None));
     let stored = h.server.state().keystore.load(account.id()).await.unwrap();
-    assert_eq!(stored.label.as_deref(), Some("alice"), "the sealed label reached the record");
+    assert_eq!(
+        stored.label.as_deref(),
+        Some("alice"),
+        "the sealed label reached the record"
+    );
 
     client.sign_digest(&account, [7; 32]).await.unwrap();
     client.recover(&account).await.unwrap();
@@ -107,7 +111,10 @@ async fn an_abandoned_start_with_a_pending_share_promotes_nothing() {
     let new = client.refresh(&account).await.unwrap();
     let (machine, m0) = DeviceSign::start(new_share(&new), [11; 32], 0).unwrap();
     let _abandoned = h.start(machine, &m0, Some(new.id()), &auth(&new)).await.unwrap();
-    client.sign_digest(&account, [12; 32]).await.expect("the old share still works");
+    client
+        .sign_digest(&account, [12; 32])
+        .await
+        .expect("the old share still works");
 }
 
 fn new_share(a: &tandem_sdk::Account) -> Arc<tandem_core::KeyShare> {
@@ -134,7 +141,10 @@ async fn the_host_sees_no_protocol_plaintext() {
     plaintexts.push(m0.clone());
     let mut flow = h.start(machine, &m0, None, &auth).await.unwrap();
     let created = loop {
-        let answer = flow.channel.open(flow.step, &unb64(&flow.answer["serverMessage"])).unwrap();
+        let answer = flow
+            .channel
+            .open(flow.step, &unb64(&flow.answer["serverMessage"]))
+            .unwrap();
         plaintexts.push(answer.to_vec());
         match flow.machine.receive(&answer).unwrap() {
             Next::Send(m) => {
@@ -157,7 +167,10 @@ async fn the_host_sees_no_protocol_plaintext() {
     plaintexts.push(m0.clone());
     let mut flow = h.start(machine, &m0, Some(dev.account), &dev.auth).await.unwrap();
     loop {
-        let answer = flow.channel.open(flow.step, &unb64(&flow.answer["serverMessage"])).unwrap();
+        let answer = flow
+            .channel
+            .open(flow.step, &unb64(&flow.answer["serverMessage"]))
+            .unwrap();
         plaintexts.push(answer.to_vec());
         match flow.machine.receive(&answer).unwrap() {
             Next::Send(m) => {
@@ -258,7 +271,11 @@ async fn sealed_payloads_replayed_reflected_or_tampered_abort_the_session() {
     let (_, wire) = h.seal_first::<DeviceSign>(Some(dev.account), &dev.auth, &m0).await;
     let other = restarted.create_dev().await;
     let (status, v) = restarted.post_start::<DeviceSign>(Some(other.account), &wire).await;
-    assert_eq!((status, code(&v)), (StatusCode::BAD_GATEWAY, "ATTESTATION_ERROR"), "{v}");
+    assert_eq!(
+        (status, code(&v)),
+        (StatusCode::BAD_GATEWAY, "ATTESTATION_ERROR"),
+        "{v}"
+    );
 }
 
 /// Review finding L8: a step sent to another flow's route is refused without cancelling
@@ -299,7 +316,11 @@ async fn only_the_registered_device_key_authorizes_and_only_once() {
     // Another account's device key cannot act on this account.
     let other = h.create_dev().await;
     let (machine, m0) = DeviceSign::start(dev.share.clone(), [3; 32], 0).unwrap();
-    let (status, v) = h.start(machine, &m0, Some(dev.account), &other.auth).await.err().unwrap();
+    let (status, v) = h
+        .start(machine, &m0, Some(dev.account), &other.auth)
+        .await
+        .err()
+        .unwrap();
     assert_eq!((status, code(&v)), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"));
     h.sign(&dev, [4; 32]).await.unwrap();
 }
@@ -424,4 +445,3 @@ async fn concurrent_signing_sessions_all_succeed() {
         t.await.unwrap().unwrap();
     }
 }
-

@@ -6,8 +6,6 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tandem_sdk::attestation::AttestationPolicy;
-
 struct Kill(Child);
 
 impl Drop for Kill {
@@ -80,7 +78,7 @@ async fn the_enclave_stores_sealed_blobs_through_the_parent_service() {
     }
     let pem = std::fs::read_to_string(data.join("attestation/dev-root.pem")).unwrap();
     let client = tandem_sdk::Client::builder(&url)
-        .attestation(AttestationPolicy::nitro().danger_allow_mock(&pem).unwrap())
+        .attestation(tandem_testkit::mock_policy(&pem))
         .build()
         .unwrap();
     let account = client.create_account(Some("parent-blobs")).await.unwrap();

@@ -23,7 +23,10 @@ fn code(e: KeystoreError) -> ErrorCode {
     EnclaveError::from(e).code()
 }
 
-async fn open_key_ring(store: &Arc<dyn BlobStore>, wrapper: &LocalKeyWrapper) -> Result<tandem_enclave::keystore::Sealer, KeystoreError> {
+async fn open_key_ring(
+    store: &Arc<dyn BlobStore>,
+    wrapper: &LocalKeyWrapper,
+) -> Result<tandem_enclave::keystore::Sealer, KeystoreError> {
     ring::open(store, wrapper).await.map(|r| r.sealer)
 }
 
@@ -236,7 +239,10 @@ async fn a_stale_writer_loses_instead_of_overwriting() {
     assert!(matches!(err, KeystoreError::Conflict { .. }), "{err:?}");
     // After the refusal it reloads and sees the other writer's change.
     let now = first.load(id).await.unwrap();
-    assert_eq!(now.locked.as_ref().map(|l: &Lock| l.reason.as_str()), Some("by the second writer"));
+    assert_eq!(
+        now.locked.as_ref().map(|l: &Lock| l.reason.as_str()),
+        Some("by the second writer")
+    );
     assert_eq!(now.label.as_deref(), Some("bench"));
 }
 

@@ -19,7 +19,6 @@ use tandem_enclave::server::{Listener, Server};
 use tandem_proxy::config::{Rate, RateLimitConfig};
 use tandem_proxy::connector::EnclaveAddr;
 use tandem_proxy::server::LocalProxy;
-use tandem_sdk::attestation::AttestationPolicy;
 use tandem_sdk::{Account, Client};
 use tokio_util::sync::CancellationToken;
 
@@ -99,7 +98,7 @@ async fn main() {
     let enclave_addr = listener.local_addr();
     let dev_root_pem = std::fs::read_to_string(server.dev_root_pem().unwrap()).unwrap();
     // Both clients accept the mock enclave's attestation (its development root) and nothing else.
-    let policy = || AttestationPolicy::nitro().danger_allow_mock(&dev_root_pem).unwrap();
+    let policy = || tandem_testkit::mock_policy(&dev_root_pem);
     let stop = CancellationToken::new();
     tokio::spawn(tandem_enclave::server::run(server, listener, stop.clone()));
 

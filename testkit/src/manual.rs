@@ -162,9 +162,7 @@ impl<F: DeviceFlow> Manual<F> {
     /// Opens the enclave's last answer and feeds it to the machine: the device's next
     /// message (plaintext), or the flow's output.
     pub fn next(&mut self) -> Result<Next<F::Output>, ProtocolError> {
-        let answer = self
-            .channel
-            .open(self.step, &unb64(&self.answer["serverMessage"]))?;
+        let answer = self.channel.open(self.step, &unb64(&self.answer["serverMessage"]))?;
         self.machine.receive(&answer)
     }
 

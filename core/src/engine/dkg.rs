@@ -320,8 +320,7 @@ impl DeviceDkg {
     fn on_done(sid: SessionId, share: KeyShare, bytes: &[u8]) -> Result<Created, ProtocolError> {
         let done: Done = Envelope::open(bytes, header(Direction::ToDevice, 2, sid.0))?;
         let account_id = AccountId::from_dkg_session(&sid);
-        if done.account_id != account_id || done.public_key != share.public_key() || done.share_id != share.share_id()
-        {
+        if done.account_id != account_id || done.public_key != share.public_key() || done.share_id != share.share_id() {
             return Err(ProtocolError::KeyMismatch);
         }
         Ok(Created {

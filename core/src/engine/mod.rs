@@ -31,9 +31,9 @@ mod sign;
 pub use dkg::{Created, DeviceDkg, DkgOutput, EnclaveDkg};
 pub use recover::{DeviceRecover, EnclaveRecover, RecoverStart, Recovered};
 pub use refresh::{DeviceRefresh, EnclaveRefresh, RefreshKind, RefreshOutput, RefreshStart, Refreshed};
-pub use sign::{DeviceSign, EnclaveSign, SignStart, Signed};
 #[cfg(any(test, feature = "testing"))]
 pub(crate) use sign::tamper;
+pub use sign::{DeviceSign, EnclaveSign, SignStart, Signed};
 
 use dkls23::protocols::{Abort, AbortKind, Parameters, PartiesMessage, Party, PartyIndex};
 use k256::Secp256k1;

@@ -174,7 +174,12 @@ impl Phases<'_> {
         Ok(match self.kind {
             RefreshKind::Fast => {
                 let (c, pc, keep, transmit) = self.party.refresh_phase2(&sid.0, fragments);
-                (Zeroizing::new(c), pc, Kept2::Fast(keep), ZeroCommit::Fast(single(transmit)?))
+                (
+                    Zeroizing::new(c),
+                    pc,
+                    Kept2::Fast(keep),
+                    ZeroCommit::Fast(single(transmit)?),
+                )
             }
             RefreshKind::Complete => {
                 let (c, pc, keep, transmit) = self.party.refresh_complete_phase2(&sid.0, fragments);
@@ -343,7 +348,12 @@ impl DeviceRefresh {
         }
     }
 
-    fn on_reply0(&self, nonce: [u8; 32], own_fragment: &Scalar, bytes: &[u8]) -> Result<(DeviceRound, Vec<u8>), ProtocolError> {
+    fn on_reply0(
+        &self,
+        nonce: [u8; 32],
+        own_fragment: &Scalar,
+        bytes: &[u8],
+    ) -> Result<(DeviceRound, Vec<u8>), ProtocolError> {
         let got = Envelope::peek(bytes)?;
         let reply: Reply0 = Envelope::open(bytes, header(Direction::ToDevice, 0, got.binding))?;
         let sid = SessionId::derive(Flow::Refresh, &nonce, &reply.enclave_nonce);

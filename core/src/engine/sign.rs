@@ -61,7 +61,10 @@ struct Msg1 {
 pub(crate) mod tamper {
     use super::*;
 
-    fn flip_ote_bit(ote: &mut dkls23::utilities::ot::extension::OTEDataToSender, bit: usize) -> Result<(), ProtocolError> {
+    fn flip_ote_bit(
+        ote: &mut dkls23::utilities::ot::extension::OTEDataToSender,
+        bit: usize,
+    ) -> Result<(), ProtocolError> {
         let column = ote
             .u
             .get_mut(bit % 256)
@@ -171,7 +174,11 @@ impl DeviceSign {
     /// Starts signing `digest`: returns the machine and the first message of `sign/start`.
     /// `seen_generation` is the largest generation of the account this device saw: an
     /// enclave that answers with an older one is refused as a rollback.
-    pub fn start(share: Arc<KeyShare>, digest: [u8; 32], seen_generation: u64) -> Result<(Self, Vec<u8>), ProtocolError> {
+    pub fn start(
+        share: Arc<KeyShare>,
+        digest: [u8; 32],
+        seen_generation: u64,
+    ) -> Result<(Self, Vec<u8>), ProtocolError> {
         if share.role() != Role::Device {
             return Err(ProtocolError::InvalidShare("not a device share"));
         }

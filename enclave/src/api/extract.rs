@@ -1,10 +1,10 @@
 //! Request bodies and request ids, with wire errors for bad input.
 
+use axum::Json;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use axum::response::Response;
-use axum::Json;
 use serde::de::DeserializeOwned;
 
 use crate::error::EnclaveError;

@@ -272,7 +272,9 @@ async fn step_flow<F: FlowHandler>(
             let next = step_no
                 .checked_add(1)
                 .ok_or(EnclaveError::Internal("flow has too many steps"))?;
-            state.sessions.put_back(&sid, parts.with_state(next, (handler, machine)))?;
+            state
+                .sessions
+                .put_back(&sid, parts.with_state(next, (handler, machine)))?;
             Ok(answer(sid, Status::Continue, server_message))
         }
         Ok(Step::Done(output)) => {

@@ -50,12 +50,6 @@ impl FlowHandler for Refresh {
             )
             .into());
         }
-        if account.pending.is_some() && !locked {
-            return Err(ProtocolError::InvalidShare(
-                "a refreshed share is waiting for confirmation: refresh again with it, or confirm it first",
-            )
-            .into());
-        }
         let (machine, step) = EnclaveRefresh::start(start, share, account.generation)?;
         Ok((Refresh { account: account.id }, machine, step))
     }

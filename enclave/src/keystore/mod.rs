@@ -118,10 +118,10 @@ async fn blocking<T: Send + 'static>(
 fn next_generation(expect: Expect) -> Result<u64, KeystoreError> {
     match expect {
         Expect::Absent => Ok(1),
-        Expect::Version(v) => v
-            .checked_add(1)
-            .ok_or(KeystoreError::Corrupt("generation overflow")),
-        Expect::Any => Err(KeystoreError::Seal("account blobs are written with compare-and-swap only")),
+        Expect::Version(v) => v.checked_add(1).ok_or(KeystoreError::Corrupt("generation overflow")),
+        Expect::Any => Err(KeystoreError::Seal(
+            "account blobs are written with compare-and-swap only",
+        )),
     }
 }
 
@@ -347,7 +347,9 @@ impl Keystore {
             }
             Ok(_) => {
                 self.cache_drop(&id);
-                Err(KeystoreError::Corrupt("the store gave the blob another version than requested"))
+                Err(KeystoreError::Corrupt(
+                    "the store gave the blob another version than requested",
+                ))
             }
             Err(e) => {
                 // The stored state is unknown to us now (conflict) or unchanged (I/O):

@@ -229,7 +229,8 @@ impl StoredAccount {
     }
 
     fn decode_v3(id: AccountId, bytes: &[u8]) -> Result<Self, KeystoreError> {
-        let enc: EncodedV3 = postcard::from_bytes(bytes).map_err(|_| KeystoreError::Corrupt("record does not decode"))?;
+        let enc: EncodedV3 =
+            postcard::from_bytes(bytes).map_err(|_| KeystoreError::Corrupt("record does not decode"))?;
         let pending = match &enc.pending {
             Some(p) => Some(Pending {
                 share: share(&p.share)?,
@@ -255,7 +256,8 @@ impl StoredAccount {
     /// Version 2: the lock was a reason only (it applied to the current share), and no
     /// OT fingerprints were kept. A pending share of version 2 came from a fast refresh.
     fn decode_v2(id: AccountId, bytes: &[u8]) -> Result<Self, KeystoreError> {
-        let enc: EncodedV2 = postcard::from_bytes(bytes).map_err(|_| KeystoreError::Corrupt("record does not decode"))?;
+        let enc: EncodedV2 =
+            postcard::from_bytes(bytes).map_err(|_| KeystoreError::Corrupt("record does not decode"))?;
         let current = share(&enc.current)?;
         let pending = match &enc.pending {
             Some(p) => Some(Pending {

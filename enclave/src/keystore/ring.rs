@@ -97,8 +97,8 @@ fn mac(key: &DataKey, ring: &KeyRingFile, generation: u64) -> Result<[u8; 32], K
     };
     let body = serde_json::to_vec(&unsigned).map_err(|_| KeystoreError::Seal("key ring encoding"))?;
     let mac_key = key.derive(b"tandem/v2/key-ring-mac");
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&mac_key[..])
-        .map_err(|_| KeystoreError::Seal("key ring MAC key"))?;
+    let mut m =
+        <Hmac<Sha256> as Mac>::new_from_slice(&mac_key[..]).map_err(|_| KeystoreError::Seal("key ring MAC key"))?;
     m.update(b"tandem/v2/key-ring");
     m.update(&generation.to_be_bytes());
     m.update(&body);
@@ -148,7 +148,11 @@ async fn write(
     let generation = match expect {
         Expect::Absent => 1,
         Expect::Version(v) => v + 1,
-        Expect::Any => return Err(KeystoreError::Seal("the key ring is written with compare-and-swap only")),
+        Expect::Any => {
+            return Err(KeystoreError::Seal(
+                "the key ring is written with compare-and-swap only",
+            ));
+        }
     };
     ring.format = FORMAT;
     ring.mac = Some(hex::encode(mac(active, &ring, generation)?));
@@ -156,7 +160,9 @@ async fn write(
     let s = store.clone();
     let written = blocking(move || s.put(&BlobName::KeyRing, &bytes, expect)).await?;
     if written != generation {
-        return Err(KeystoreError::Corrupt("the store gave the key ring another version than requested"));
+        return Err(KeystoreError::Corrupt(
+            "the store gave the key ring another version than requested",
+        ));
     }
     Ok(generation)
 }

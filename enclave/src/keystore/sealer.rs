@@ -175,7 +175,13 @@ impl Sealer {
         self.seal_as(LEGACY_VERSION, id, 0, plaintext)
     }
 
-    fn seal_as(&self, version: u8, id: &AccountId, generation: u64, plaintext: &[u8]) -> Result<Vec<u8>, KeystoreError> {
+    fn seal_as(
+        &self,
+        version: u8,
+        id: &AccountId,
+        generation: u64,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, KeystoreError> {
         let mut nonce = [0u8; 24];
         getrandom::fill(&mut nonce).map_err(|_| KeystoreError::Seal("system RNG failed"))?;
         let cipher = XChaCha20Poly1305::new((&*self.active.key).into());
@@ -224,7 +230,9 @@ impl Sealer {
             )
             .map(Zeroizing::new)
             .map_err(|_| {
-                KeystoreError::Corrupt("blob does not authenticate (corrupt, another account's, or a forged generation)")
+                KeystoreError::Corrupt(
+                    "blob does not authenticate (corrupt, another account's, or a forged generation)",
+                )
             })
     }
 }

@@ -198,5 +198,4 @@ mod tests {
             Err(WrapError::MasterKey(_))
         ));
     }
-
 }
