@@ -289,8 +289,8 @@ pub(crate) async fn sign(cmd: SignCmd, conn: &Conn, out: Out) -> Result<()> {
         .save(&account)
         .context("cannot record what the flow learnt in the wallet")?;
     if account.enclave_misbehaved().is_some() {
-        out.progress(
-            "  this account's share is locked on this device: the enclave failed an OT consistency check. Run `tandem account refresh --complete` (a new OT setup) before signing again.",
+        return result.context(
+            "this account's share is locked on this device: the enclave failed an OT consistency check, so it gets no second attempt with this share; run `tandem account refresh --complete` (a new OT setup) before signing again",
         );
     }
     result
