@@ -286,3 +286,59 @@ async fn a_keystore_that_has_not_booted_refuses_with_keystore_error() {
     assert!(matches!(err, KeystoreError::NotReady(_)), "{err:?}");
     assert_eq!(code(err), ErrorCode::KeystoreError);
 }
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Review finding M3, issue item 7: the cache of unsealed accounts is bounded. With room
+/// for N accounts, using 5·N keeps at most N unsealed (the others are unsealed again on
+/// use), and the process's resident memory grows by about N accounts' worth, not 5·N.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn using_five_times_the_cache_keeps_at_most_the_cache_unsealed() {
+    const N: usize = 100;
+    let share = Arc::new(enclave_share());
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn BlobStore> = Arc::new(FileBlobStore::open(dir.path()).unwrap());
+    let wrapper = LocalKeyWrapper::new(Zeroizing::new([6; 32]));
+    let ks = Keystore::with_options(
+        store.clone(),
+        Arc::new(tandem_enclave::guard::MemoryGuard::default()),
+        N,
+    );
+    ks.open_ring(&wrapper).await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..5 * N {
+        let a = account(&share);
+        ids.push(a.id);
+        ks.save(a).await.unwrap();
+    }
+    // Start from an empty cache, then use every account twice.
+    for id in &ids {
+        ks.evict(id).await;
+    }
+    let before = rss_kib();
+    for _ in 0..2 {
+        for id in &ids {
+            assert_eq!(ks.load(*id).await.unwrap().id, *id);
+            assert!(ks.cached_len() <= N);
+        }
+    }
+    assert_eq!(ks.cached_len(), N);
+    let grown = rss_kib().saturating_sub(before);
+    let per_account = share.to_bytes().unwrap().len() as u64 / 1024 + 1;
+    println!(
+        "cache of {N}: {} accounts used, {} unsealed in memory, RSS grew {grown} KiB ({} KiB per cached account; a share is {per_account} KiB serialized)",
+        5 * N,
+        ks.cached_len(),
+        grown / N as u64
+    );
+    // An unsealed account is about 50 KiB: N of them, with allocator slack, stay far
+    // below what 5·N would take (~25 MiB).
+    assert!(grown < 16 * 1024, "RSS grew {grown} KiB for a cache of {N}");
+}
