@@ -531,7 +531,8 @@ impl BackupContents {
         Ok(pcrs)
     }
 
-    fn decode(plain: &[u8]) -> Result<Self, BackupError> {
+    /// Decodes decrypted contents (version 1 or 2).
+    pub fn from_plaintext(plain: &[u8]) -> Result<Self, BackupError> {
         let bad = |what: &'static str| BackupError::Contents(what.into());
         let mut r = Reader(plain);
         let version = r.u8().map_err(|_| bad("empty"))?;
@@ -741,7 +742,7 @@ pub fn decrypt_with(
             )
             .map_err(|_| BackupError::Decryption)?,
     );
-    let contents = BackupContents::decode(&plaintext)?;
+    let contents = BackupContents::from_plaintext(&plaintext)?;
     if contents.account.id() != header.account_id || contents.account.public_key() != header.public_key {
         return Err(BackupError::Contents(
             "the account inside differs from the one the header names".into(),

@@ -470,3 +470,34 @@ async fn hostile_relay_rewriting_done_answers_is_detected() {
             .unwrap_or_else(|e| panic!("{rewrite:?}: the account lost its working share: {e}"));
     }
 }
+
+/// Review finding H2, attack 3, by downgrade: the host rewrites the authenticated key ring
+/// as the format before authentication (no MAC), naming another key active. Version-2 blobs
+/// never legitimately sit beside a format-1 ring (the ring is upgraded before any blob is
+/// re-sealed), so the keystore refuses to open at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_downgrading_the_key_ring_to_its_unauthenticated_format_is_refused() {
+    use tandem_enclave::keystore::{BlobStore, Expect, Keystore, LocalKeyWrapper};
+    let store = Arc::new(HostileStore::new());
+    let h = InProcess::with_store(store.clone(), |_| {});
+    h.create_dev().await;
+    let ring = store.snapshot(&BlobName::KeyRing);
+    let mut json: Value = serde_json::from_slice(&ring.blob).unwrap();
+    json["format"] = 1.into();
+    let obj = json.as_object_mut().unwrap();
+    obj.remove("mac");
+    obj.remove("blobsSealedWithGeneration");
+    store
+        .put(&BlobName::KeyRing, &serde_json::to_vec(&json).unwrap(), Expect::Any)
+        .unwrap();
+    // The enclave's own master key (it would unwrap the ring's keys just fine).
+    let dir = h.stop();
+    let master: [u8; 32] = std::fs::read(dir.path().join("master.key")).unwrap().try_into().unwrap();
+    let ks = Keystore::not_ready(store.clone());
+    let err = ks
+        .open_ring(&LocalKeyWrapper::new(zeroize::Zeroizing::new(master)))
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("downgraded"), "{err}");
+}

@@ -11,11 +11,14 @@
 //!   pinned image and probes the device's OT correlation when signing.
 //! * [`HostileStore`]: a blob store with a malicious host's levers (veto writes, serve
 //!   older blobs, relabel versions).
+//! * [`fuzz`]: the fuzz targets' bodies and their seeds (the fuzz crate and the corpus
+//!   replay test call the same functions).
 //! * [`shares`]: key shares made once per test binary instead of a DKG per test.
 //!
 //! Nothing here is compiled into a binary: it is a dev-dependency only.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a failed helper is a failed test
 
+pub mod fuzz;
 mod hostile_store;
 mod in_process;
 mod manual;

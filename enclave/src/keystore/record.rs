@@ -212,7 +212,8 @@ impl StoredAccount {
             .map_err(|_| KeystoreError::Seal("record failed to encode"))
     }
 
-    pub(super) fn decode(id: AccountId, generation: u64, bytes: &[u8]) -> Result<Self, KeystoreError> {
+    /// Decodes an opened record (version 2 or 3) of account `id` at `generation`.
+    pub fn decode(id: AccountId, generation: u64, bytes: &[u8]) -> Result<Self, KeystoreError> {
         let account = match bytes.first() {
             Some(&RECORD_VERSION) => Self::decode_v3(id, bytes)?,
             Some(2) => Self::decode_v2(id, bytes)?,
@@ -288,6 +289,13 @@ impl StoredAccount {
             pending,
             locked,
         })
+    }
+
+    /// Encodes as the current record version (the fuzzer's seeds: a record as the keystore
+    /// seals it).
+    #[doc(hidden)]
+    pub fn encode_for_seeds(&self) -> Result<Zeroizing<Vec<u8>>, KeystoreError> {
+        self.encode()
     }
 
     /// Encodes as record version 2 (tests of the migration only).

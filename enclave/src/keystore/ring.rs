@@ -237,6 +237,24 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Checks a stored ring's format without unwrapping any key (what the keystore does before
+/// it asks the wrapper): it decodes, is of a known format, and names its active key among
+/// its keys.
+pub fn check_format(bytes: &[u8]) -> Result<(), KeystoreError> {
+    let ring: KeyRingFile =
+        serde_json::from_slice(bytes).map_err(|_| KeystoreError::Corrupt("key ring does not decode"))?;
+    if ring.format != FORMAT && ring.format != LEGACY_FORMAT {
+        return Err(KeystoreError::Corrupt("unknown key ring format"));
+    }
+    if !ring.keys.iter().any(|k| k.id == ring.active) {
+        return Err(KeystoreError::Corrupt("key ring names no usable active key"));
+    }
+    for k in &ring.keys {
+        base64::Engine::decode(&b64(), &k.wrapped).map_err(|_| KeystoreError::Corrupt("key ring entry is not base64"))?;
+    }
+    Ok(())
+}
+
 /// Reads and checks the stored ring (for the operations that rewrite it).
 async fn current(
     store: &Arc<dyn BlobStore>,
