@@ -55,7 +55,10 @@ async fn rogue_enclave_failing_the_ot_check_gets_no_second_attempt_across_a_cli_
         .find(|p| p.file_name().unwrap().to_str().unwrap().len() == 37)
         .unwrap();
     let stored: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
-    assert!(stored["enclaveMisbehaved"].as_str().is_some(), "the mark is persisted: {stored}");
+    assert!(
+        stored["enclaveMisbehaved"].as_str().is_some(),
+        "the mark is persisted: {stored}"
+    );
 
     // A new CLI process (a restart): refused on the device, the rogue never asked again.
     let (ok, v, _) = tandem(&rogue, wallet.path(), &["sign", "message", "gm again"]).await;

@@ -36,6 +36,13 @@ pub struct GuardPermit {
     _held: Box<dyn Send>,
 }
 
+impl GuardPermit {
+    /// A permit holding `held` until dropped (for other backends of the seam).
+    pub fn new(held: impl Send + 'static) -> Self {
+        GuardPermit { _held: Box::new(held) }
+    }
+}
+
 impl std::fmt::Debug for GuardPermit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("GuardPermit")

@@ -12,7 +12,7 @@ use crate::api::{ATTESTATION_SLOTS, AUTH_SKEW_SECS, AppState, router};
 use crate::attester::{AttestError, Attester, MockAttester, NitroAttester};
 use crate::boot::{BootPlan, BootStatus};
 use crate::config::{Config, ListenAddr, StoreKind, WrapperKind};
-use crate::guard::MemoryGuard;
+use crate::guard::{AccountGuard, MemoryGuard};
 use crate::keystore::{
     BlobStore, FileBlobStore, KeyWrapper, Keystore, KeystoreError, LocalKeyWrapper, MemoryBlobStore, ParentBlobStore,
     WrapError,
@@ -58,16 +58,26 @@ impl Server {
     /// sequence runs here (it takes milliseconds), so the server is ready to sign when
     /// this returns; with KMS the boot runs in [`run`], beside the API.
     pub fn open(config: &Config) -> Result<Self, OpenError> {
-        Self::open_with(config, None)
+        Self::open_with(config, None, None)
     }
 
     /// [`Server::open`] with `store` instead of the one `config` names (tests put a
     /// hostile or failing store here).
     pub fn open_with_store(config: &Config, store: Arc<dyn BlobStore>) -> Result<Self, OpenError> {
-        Self::open_with(config, Some(store))
+        Self::open_with(config, Some(store), None)
     }
 
-    fn open_with(config: &Config, store: Option<Arc<dyn BlobStore>>) -> Result<Self, OpenError> {
+    /// [`Server::open`] with another backend of the per-account rules (the multi-instance
+    /// store-backed one; a no-op one in the benchmark that prices the checks).
+    pub fn open_with_guard(config: &Config, guard: Arc<dyn AccountGuard>) -> Result<Self, OpenError> {
+        Self::open_with(config, None, Some(guard))
+    }
+
+    fn open_with(
+        config: &Config,
+        store: Option<Arc<dyn BlobStore>>,
+        guard: Option<Arc<dyn AccountGuard>>,
+    ) -> Result<Self, OpenError> {
         let attester: Arc<dyn Attester>;
         let mut dev_root = None;
         if config.nitro {
@@ -134,7 +144,11 @@ impl Server {
         };
         let state = AppState {
             sessions: Sessions::new(config.session_ttl, config.max_sessions),
-            keystore: Keystore::with_options(store, Arc::new(MemoryGuard::default()), config.cache_accounts),
+            keystore: Keystore::with_options(
+                store,
+                guard.unwrap_or_else(|| Arc::new(MemoryGuard::default())),
+                config.cache_accounts,
+            ),
             mock_mode: attester.is_mock(),
             channel,
             attester,

@@ -238,7 +238,7 @@ async fn sealed_payloads_replayed_reflected_or_tampered_abort_the_session() {
         "B was aborted"
     );
     assert_eq!(fa.post(&h, &ma).await.0, StatusCode::OK);
-    assert!(matches!(fa.next().unwrap(), Next::Done(_)));
+    assert!(matches!(fa.next_message().unwrap(), Next::Done(_)));
 
     // Reflection: the enclave's own sealed reply sent back as the device's step.
     let (machine, m0) = DeviceSign::start(dev.share.clone(), [4; 32], 0).unwrap();
@@ -292,7 +292,7 @@ async fn a_step_sent_to_another_flows_route_does_not_cancel_the_session() {
         assert_eq!((status, code(&v)), (StatusCode::CONFLICT, "INVALID_SESSION"), "{route}");
     }
     assert_eq!(f.post(&h, &m1).await.0, StatusCode::OK, "the session survived");
-    assert!(matches!(f.next().unwrap(), Next::Done(_)));
+    assert!(matches!(f.next_message().unwrap(), Next::Done(_)));
 }
 
 #[tokio::test]
@@ -332,7 +332,9 @@ async fn failed_and_expired_dkg_leave_nothing_behind() {
     let auth = DeviceAuthKey::generate().unwrap();
     let (machine, m0) = DeviceDkg::start().unwrap();
     let mut f = h.start(machine, &m0, None, &auth).await.unwrap();
-    let Next::Send(m1) = f.next().unwrap() else { panic!() };
+    let Next::Send(m1) = f.next_message().unwrap() else {
+        panic!()
+    };
     let sealed = f.seal(&m1);
     assert_eq!(f.post(&h, &sealed).await.0, StatusCode::OK);
     let (status, v) = f.post(&h, &sealed).await;
@@ -343,7 +345,9 @@ async fn failed_and_expired_dkg_leave_nothing_behind() {
     let h = InProcess::with(|c| c.session_ttl = Duration::from_millis(1500));
     let (machine, m0) = DeviceDkg::start().unwrap();
     let mut f = h.start(machine, &m0, None, &auth).await.unwrap();
-    let Next::Send(m1) = f.next().unwrap() else { panic!() };
+    let Next::Send(m1) = f.next_message().unwrap() else {
+        panic!()
+    };
     let sealed = f.seal(&m1);
     tokio::time::sleep(Duration::from_millis(1600)).await;
     let (status, v) = f.post(&h, &sealed).await;

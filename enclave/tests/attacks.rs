@@ -34,7 +34,9 @@ async fn sessions_with(
     for i in 0..n {
         let (machine, m0) = DeviceSign::start(dev.share.clone(), [i as u8; 32], dev.generation).unwrap();
         let mut flow = h.start(machine, &m0, Some(dev.account), &dev.auth).await.unwrap();
-        let Next::Send(m1) = flow.next().unwrap() else { panic!() };
+        let Next::Send(m1) = flow.next_message().unwrap() else {
+            panic!()
+        };
         let sealed = flow.seal(&edit(&m1, i));
         out.push((flow, sealed));
     }
@@ -492,7 +494,10 @@ async fn host_downgrading_the_key_ring_to_its_unauthenticated_format_is_refused(
         .unwrap();
     // The enclave's own master key (it would unwrap the ring's keys just fine).
     let dir = h.stop();
-    let master: [u8; 32] = std::fs::read(dir.path().join("master.key")).unwrap().try_into().unwrap();
+    let master: [u8; 32] = std::fs::read(dir.path().join("master.key"))
+        .unwrap()
+        .try_into()
+        .unwrap();
     let ks = Keystore::not_ready(store.clone());
     let err = ks
         .open_ring(&LocalKeyWrapper::new(zeroize::Zeroizing::new(master)))

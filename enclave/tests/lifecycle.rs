@@ -58,7 +58,8 @@ async fn backup_wipe_restore_recover_sign_across_an_enclave_restart() {
         [(0u8, vec![0x11; 48]), (1, vec![0x12; 48]), (2, vec![0x13; 48])].into(),
     )
     .unwrap();
-    let (file, encrypt_time) = encrypt(BackupContents::new(a.clone()).with_accepted_images(&[image.clone()])).await;
+    let (file, encrypt_time) =
+        encrypt(BackupContents::new(a.clone()).with_accepted_images(std::slice::from_ref(&image))).await;
 
     // Wipe the device (only the backup file survives) and restart the enclave (SIGKILL).
     let (id, address) = (a.id(), a.address());

@@ -20,8 +20,11 @@ use tandem_core::flow::{DeviceFlow, EnclaveFlow, Next, Step};
 use tandem_core::message::{Envelope, Expect};
 use tandem_core::wire;
 
+/// A target: its name and its body.
+pub type Target = (&'static str, fn(&[u8]));
+
 /// The targets, by name (the names of `fuzz/fuzz_targets/*.rs` and `fuzz/corpus/*`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[Target] = &[
     ("envelope", envelope),
     ("device_answers", device_answers),
     ("enclave_steps", enclave_steps),
@@ -90,7 +93,7 @@ pub fn enclave_steps(data: &[u8]) {
             && let Ok((mut e2, Step::Continue(_))) = EnclaveSign::start(start, enclave.clone(), 1)
             && let Ok(Next::Send(m1)) = d.receive(&r0)
         {
-            let mut spliced = m1.clone();
+            let mut spliced = m1;
             let at = data.first().map_or(0, |b| usize::from(*b) * spliced.len() / 256);
             let tail = &data[data.len().min(1)..];
             let end = (at + tail.len()).min(spliced.len());
@@ -288,7 +291,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             client_node_id: None,
             created_at: 1,
             auth_key: Some([9; 32]),
-            current: enclave.clone(),
+            current: enclave,
             device_ot: Some([1; 32]),
             pending: None,
             locked: None,

@@ -150,7 +150,7 @@ impl InProcess {
     pub async fn sign_to_step(&self, dev: &Dev, digest: [u8; 32]) -> (Manual<DeviceSign>, Vec<u8>) {
         let (machine, m0) = DeviceSign::start(dev.share.clone(), digest, dev.generation).unwrap();
         let mut flow = self.start(machine, &m0, Some(dev.account), &dev.auth).await.unwrap();
-        let Next::Send(m1) = flow.next().unwrap() else {
+        let Next::Send(m1) = flow.next_message().unwrap() else {
             panic!("a sign continues after its start")
         };
         let sealed = flow.seal(&m1);
@@ -161,7 +161,7 @@ impl InProcess {
 impl<F: DeviceFlow> Manual<F> {
     /// Opens the enclave's last answer and feeds it to the machine: the device's next
     /// message (plaintext), or the flow's output.
-    pub fn next(&mut self) -> Result<Next<F::Output>, ProtocolError> {
+    pub fn next_message(&mut self) -> Result<Next<F::Output>, ProtocolError> {
         let answer = self.channel.open(self.step, &unb64(&self.answer["serverMessage"]))?;
         self.machine.receive(&answer)
     }
@@ -190,7 +190,7 @@ impl<F: DeviceFlow> Manual<F> {
     /// Runs the flow to its end honestly.
     pub async fn finish(mut self, enclave: &InProcess) -> Result<F::Output, (StatusCode, Value)> {
         loop {
-            match self.next() {
+            match self.next_message() {
                 Ok(Next::Done(output)) => return Ok(output),
                 Ok(Next::Send(message)) => {
                     let sealed = self.seal(&message);

@@ -4,6 +4,8 @@
 //! enclave image the device trusted would do; the device must detect it once and never
 //! give it a second attempt with the same share.
 
+#![allow(clippy::result_large_err)] // handlers answer an error as a whole response
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,6 +26,7 @@ use tandem_enclave::attester::{Attester, MockAttester};
 
 use crate::{b64, unb64};
 
+#[allow(clippy::large_enum_variant)] // one per session, in a test
 enum Machine {
     Dkg(EnclaveDkg),
     Sign(EnclaveSign),
@@ -67,7 +70,10 @@ impl RogueEnclave {
     /// Starts one, attesting as the mock image `dev`.
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let attester = MockAttester::load_or_create(dir.path()).unwrap().with_image("dev").unwrap();
+        let attester = MockAttester::load_or_create(dir.path())
+            .unwrap()
+            .with_image("dev")
+            .unwrap();
         let dev_root = dir.path().join("dev-root.pem");
         let pcr_file = attester.measurements_path();
         let inner = Arc::new(Inner {
@@ -130,7 +136,13 @@ fn open(s: &Inner, flow: Flow, req: &Value) -> Result<(EnclaveChannel, FirstMess
 
 fn account(s: &Inner, req: &Value) -> Result<(AccountId, Arc<KeyShare>), Response> {
     let id = AccountId::parse(req["accountId"].as_str().unwrap_or_default()).map_err(|e| refuse(&e.to_string()))?;
-    let share = s.accounts.lock().unwrap().get(&id).cloned().ok_or_else(|| refuse("no such account"))?;
+    let share = s
+        .accounts
+        .lock()
+        .unwrap()
+        .get(&id)
+        .cloned()
+        .ok_or_else(|| refuse("no such account"))?;
     Ok((id, share))
 }
 

@@ -198,7 +198,7 @@ fn replayed_reordered_and_cross_session_messages_are_refused() {
     ));
 
     // Reflecting the enclave's own reply back to it: wrong direction.
-    let (_d3, c0) = DeviceSign::start(device.clone(), [3; 32], 0).unwrap();
+    let (_d3, c0) = DeviceSign::start(device, [3; 32], 0).unwrap();
     let (mut e3, cr0) = EnclaveSign::start(EnclaveSign::parse_start(&c0).unwrap(), enclave, 1).unwrap();
     assert_eq!(e3.step(&continue_msg(cr0)).unwrap_err(), ProtocolError::WrongDirection);
 

@@ -70,6 +70,12 @@ impl StartRequest for AccountStartRequest {
     }
 }
 
+/// What a flow's machine yields when done.
+pub(crate) type Output<F> = <<F as FlowHandler>::Machine as EnclaveFlow>::Output;
+
+/// A started flow: what the session carries, the machine, and its first answer.
+pub(crate) type Started<F> = (F, <F as FlowHandler>::Machine, Step<Output<F>>);
+
 /// One flow on the enclave: how it starts and what it does with its result. The value of
 /// the implementing type is what the session carries beside the machine.
 #[async_trait::async_trait]
@@ -87,7 +93,7 @@ pub(crate) trait FlowHandler: Sized + Send + 'static {
         state: &AppState,
         account: Option<Arc<StoredAccount>>,
         first: FirstMessage,
-    ) -> Result<(Self, Self::Machine, Step<<Self::Machine as EnclaveFlow>::Output>), EnclaveError>;
+    ) -> Result<Started<Self>, EnclaveError>;
 
     /// The account and share whose OT consistency this flow's steps check: such steps
     /// run one at a time per account, and not at all once the share is banned.
@@ -97,11 +103,7 @@ pub(crate) trait FlowHandler: Sized + Send + 'static {
 
     /// Acts on the machine's output before the DONE answer (persists it); returns the
     /// receipt the answer carries.
-    async fn finish(
-        self,
-        state: &AppState,
-        output: <Self::Machine as EnclaveFlow>::Output,
-    ) -> Result<Receipt, EnclaveError>;
+    async fn finish(self, state: &AppState, output: Output<Self>) -> Result<Receipt, EnclaveError>;
 }
 
 fn short(sid: &SessionId) -> String {
@@ -294,7 +296,7 @@ async fn finish<F: FlowHandler>(
     state: &Arc<AppState>,
     handler: F,
     mut machine: F::Machine,
-    output: <F::Machine as EnclaveFlow>::Output,
+    output: Output<F>,
 ) -> Result<Vec<u8>, EnclaveError> {
     let st = state.clone();
     tokio::spawn(async move {

@@ -250,7 +250,8 @@ pub fn check_format(bytes: &[u8]) -> Result<(), KeystoreError> {
         return Err(KeystoreError::Corrupt("key ring names no usable active key"));
     }
     for k in &ring.keys {
-        base64::Engine::decode(&b64(), &k.wrapped).map_err(|_| KeystoreError::Corrupt("key ring entry is not base64"))?;
+        base64::Engine::decode(&b64(), &k.wrapped)
+            .map_err(|_| KeystoreError::Corrupt("key ring entry is not base64"))?;
     }
     Ok(())
 }
