@@ -3,15 +3,13 @@
 //! Every account is a 2-of-2 key: this CLI holds the device share (in the wallet
 //! directory), the enclave holds the other; signatures need both.
 
+mod account;
 mod attestation;
 mod backup;
-mod bench;
-mod commands;
 mod conn;
-mod demo;
-mod local;
 mod output;
 mod secrets;
+mod sign;
 mod wallet;
 
 use std::path::PathBuf;
@@ -24,9 +22,7 @@ use crate::output::Out;
 /// Tandem: a two-party (2-of-2) threshold ECDSA wallet for Ethereum.
 ///
 /// Your device holds one key share, the enclave the other; neither ever holds the whole
-/// key. Try it without any setup:
-///
-///   tandem demo
+/// key. To try the whole system on this machine first, run `tandem-dev demo`.
 ///
 /// Against a running enclave (see `tandem-enclave --help`):
 ///
@@ -80,21 +76,16 @@ struct Global {
 enum Command {
     /// Create, list, show, export, import, refresh and verify accounts.
     #[command(subcommand)]
-    Account(commands::AccountCmd),
+    Account(account::AccountCmd),
     /// Verify attestation documents, offline or from a live enclave.
     #[command(subcommand)]
     Attestation(attestation::AttestationCmd),
     /// Sign a hash, a message, typed data or a transaction.
     #[command(subcommand)]
-    Sign(commands::SignCmd),
+    Sign(sign::SignCmd),
     /// Encrypted backups of the device share: to a file or Google Drive, and restore.
     #[command(subcommand)]
     Backup(backup::BackupCmd),
-    /// Run the whole system on this machine: starts a mock-mode enclave, creates an
-    /// account, signs a message and an EIP-1559 transaction, verifies both.
-    Demo(demo::DemoArgs),
-    /// Load-test a server's signing: latency percentiles and signs per second.
-    Bench(bench::BenchArgs),
 }
 
 fn default_wallet() -> PathBuf {
@@ -130,12 +121,10 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Account(cmd) => commands::account(cmd, &conn, out).await,
+            Command::Account(cmd) => account::run(cmd, &conn, out).await,
             Command::Attestation(cmd) => attestation::run(cmd, &conn, out).await,
-            Command::Sign(cmd) => commands::sign(cmd, &conn, out).await,
+            Command::Sign(cmd) => sign::run(cmd, &conn, out).await,
             Command::Backup(cmd) => backup::run(cmd, &conn, out).await,
-            Command::Demo(args) => demo::run(args, out).await,
-            Command::Bench(args) => bench::run(args, &conn, out).await,
         }
     });
     match result {

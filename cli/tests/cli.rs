@@ -229,24 +229,6 @@ async fn bad_input_gets_clear_errors_and_a_failure_status() {
     assert!(v["error"].as_str().unwrap().contains("cannot reach the server"), "{v}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn demo_runs_and_verifies() {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["demo", "--json"])
-        .output()
-        .await
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["verified"], true);
-    let raw = hex::decode(&v["rawTransaction"].as_str().unwrap()[2..]).unwrap();
-    let tx = TxEnvelope::decode_2718(&mut raw.as_slice()).unwrap();
-    assert_eq!(
-        tx.recover_signer().unwrap(),
-        v["address"].as_str().unwrap().parse::<Address>().unwrap()
-    );
-}
-
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/nitro/");
 
 async fn verify(args: &[&str]) -> (bool, Value) {

@@ -102,7 +102,7 @@ async fn main() {
     let stop = CancellationToken::new();
     tokio::spawn(tandem_enclave::server::run(server, listener, stop.clone()));
 
-    // The proxy, in this process, as `tandem demo` runs it (development certificates),
+    // The proxy, in this process, as `tandem-dev demo` runs it (development certificates),
     // with the limits out of the way: this measures the path, not the limiter's refusals.
     let enclave: EnclaveAddr = format!("tcp://{enclave_addr}").parse().unwrap();
     let proxy = LocalProxy::start(enclave, &dir.path().join("tls"), |config| {

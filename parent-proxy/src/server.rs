@@ -1,7 +1,7 @@
 //! Accepting and serving client connections until shutdown.
 //!
 //! The caller owns the listeners and the shutdown signal ([`run`]), so the binary, the
-//! CLI's `tandem demo` and the tests start the proxy the same way, on any port.
+//! `tandem-dev demo` and the tests start the proxy the same way, on any port.
 //!
 //! Per connection: a slot from the connection cap, a TLS handshake under a timeout, then
 //! HTTP/2 or HTTP/1.1 as ALPN chose, with hyper's header-read timeout against slowloris
@@ -148,7 +148,7 @@ pub async fn run(
 }
 
 /// A development proxy on a free loopback port with self-signed certificates: what
-/// `tandem demo` (and benchmarks) run in-process in front of an in-process enclave.
+/// `tandem-dev demo` (and benchmarks) run in-process in front of an in-process enclave.
 /// It stops when [`LocalProxy::shutdown`] is awaited or when it is dropped.
 ///
 /// ```no_run

@@ -1,4 +1,4 @@
-//! `tandem account …` and `tandem sign …`.
+//! `tandem sign …`: a hash, a message, typed data or a transaction.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -14,76 +14,6 @@ use tandem_sdk::eth::{self, TxKindParams, TxParams};
 use crate::conn::Conn;
 use crate::output::Out;
 use crate::wallet::Wallet;
-
-/// `tandem account …`
-#[derive(Subcommand, Debug)]
-pub(crate) enum AccountCmd {
-    /// Create an account: runs distributed key generation with the enclave (a few
-    /// seconds) and stores this device's share in the wallet.
-    Create {
-        /// A name to find the account by later.
-        #[arg(long)]
-        label: Option<String>,
-    },
-    /// List the accounts in the wallet.
-    List,
-    /// Show one account and its state; unless --offline, run the recovery check (the
-    /// enclave's sealed answer confirms it holds the account and accepts this share).
-    Show {
-        /// Account id, address or label (optional when the wallet has one account).
-        #[arg(long)]
-        account: Option<String>,
-        /// Do not contact the server.
-        #[arg(long)]
-        offline: bool,
-    },
-    /// Export an account to a file: encrypted under a passphrase (the backup format) unless
-    /// --unencrypted is given.
-    Export {
-        /// Account id, address or label (optional when the wallet has one account).
-        #[arg(long)]
-        account: Option<String>,
-        /// The file to write (mode 0600).
-        #[arg(long, value_name = "FILE")]
-        out: PathBuf,
-        /// DANGER: write the device share in clear (plain account JSON).
-        #[arg(long)]
-        unencrypted: bool,
-        #[command(flatten)]
-        passphrase: crate::secrets::PassphraseArgs,
-    },
-    /// Import an account file (encrypted or plain JSON); it is written to the wallet only
-    /// after the enclave's recovery check accepts its share.
-    Import {
-        /// The file to import.
-        #[arg(long = "in", value_name = "FILE")]
-        input: PathBuf,
-        /// Replace the wallet's file if it already holds this account.
-        #[arg(long)]
-        force: bool,
-        #[command(flatten)]
-        passphrase: crate::secrets::PassphraseArgs,
-    },
-    /// Refresh an account's key shares (same key and address, new shares on both sides):
-    /// the new device share is saved, then confirmed to the enclave. Older backups stop
-    /// working once it is confirmed.
-    Refresh {
-        /// Account id, address or label (optional when the wallet has one account).
-        #[arg(long)]
-        account: Option<String>,
-        /// A complete refresh: the OT setup is redone from scratch (about as slow as
-        /// creating the account). The only refresh a locked account accepts.
-        #[arg(long)]
-        complete: bool,
-    },
-    /// Run the recovery check: the enclave confirms this wallet's share matches the account
-    /// (and a refreshed share is confirmed).
-    Verify {
-        /// Account id, address or label (optional when the wallet has one account).
-        #[arg(long)]
-        account: Option<String>,
-    },
-}
 
 /// Which account to sign with.
 #[derive(Args, Debug)]
@@ -178,103 +108,10 @@ fn parse_address(s: &str) -> Result<Address> {
     s.parse().with_context(|| format!("--to {s:?} is not an address"))
 }
 
-/// Runs `tandem account …`.
-pub(crate) async fn account(cmd: AccountCmd, conn: &Conn, out: Out) -> Result<()> {
-    let wallet_dir = conn.wallet.as_path();
-    let wallet = Wallet::open(wallet_dir)?;
-    match cmd {
-        AccountCmd::Create { label } => {
-            if let Some(l) = &label
-                && wallet.list()?.iter().any(|a| a.label() == Some(l.as_str()))
-            {
-                bail!("an account labelled {l:?} already exists in this wallet");
-            }
-            let client = conn.client()?;
-            let started = Instant::now();
-            let account = client
-                .create_account_with_progress(label.as_deref(), |step, what| {
-                    out.progress(&format!(
-                        "  [{step}/4] {what} ({:.1}s)",
-                        started.elapsed().as_secs_f64()
-                    ));
-                })
-                .await
-                .context("account creation failed")?;
-            let path = wallet.save(&account)?;
-            out.result(&json!({
-                "accountId": account.id().to_string(),
-                "address": account.address().to_string(),
-                "publicKey": account.public_key().to_hex(),
-                "label": account.label(),
-                "file": path.display().to_string(),
-                "seconds": (started.elapsed().as_secs_f64() * 100.0).round() / 100.0,
-            }));
-        }
-        AccountCmd::List => {
-            let accounts = wallet.list()?;
-            if out.json {
-                let list: Vec<_> = accounts
-                    .iter()
-                    .map(|a| json!({"accountId": a.id().to_string(), "address": a.address().to_string(), "label": a.label()}))
-                    .collect();
-                println!("{}", serde_json::to_string_pretty(&list)?);
-            } else if accounts.is_empty() {
-                println!(
-                    "no accounts in {} (create one with `tandem account create`)",
-                    wallet_dir.display()
-                );
-            } else {
-                for a in accounts {
-                    println!("{}  {}  {}", a.id(), a.address(), a.label().unwrap_or("-"));
-                }
-            }
-        }
-        AccountCmd::Show { account, offline } => {
-            let account = wallet.find(account.as_deref())?;
-            let mut v = json!({
-                "accountId": account.id().to_string(),
-                "address": account.address().to_string(),
-                "publicKey": account.public_key().to_hex(),
-                "label": account.label(),
-                "generation": account.generation(),
-                "locked": account.enclave_misbehaved(),
-            });
-            if !offline {
-                // The authenticated check: a sealed answer only the enclave holding this
-                // account can make (the plain getPublicKey could be answered by the host).
-                let checked = conn.client()?.recover(&account).await;
-                wallet.save(&account)?;
-                v["generation"] = json!(account.generation());
-                if let Err(e) = checked {
-                    return Err(anyhow::Error::new(e).context("the enclave did not confirm this account's share"));
-                }
-                v["enclaveConfirms"] = json!(true);
-            }
-            out.result(&v);
-        }
-        AccountCmd::Export {
-            account,
-            out: path,
-            unencrypted,
-            passphrase,
-        } => crate::backup::export(conn, out, account.as_deref(), &path, unencrypted, &passphrase).await?,
-        AccountCmd::Import {
-            input,
-            force,
-            passphrase,
-        } => crate::backup::import(conn, out, &input, force, &passphrase).await?,
-        AccountCmd::Refresh { account, complete } => {
-            crate::backup::refresh(conn, out, account.as_deref(), complete).await?
-        }
-        AccountCmd::Verify { account } => crate::backup::verify(conn, out, account.as_deref()).await?,
-    }
-    Ok(())
-}
-
 /// Runs `tandem sign …`. Whatever the outcome, the account file is saved again
 /// afterwards: a flow can teach the device a newer generation of the enclave's record, or
 /// that the enclave failed an OT consistency check (then this share is locked).
-pub(crate) async fn sign(cmd: SignCmd, conn: &Conn, out: Out) -> Result<()> {
+pub(crate) async fn run(cmd: SignCmd, conn: &Conn, out: Out) -> Result<()> {
     let wallet = Wallet::open(&conn.wallet)?;
     let selector = match &cmd {
         SignCmd::Hash { which, .. } | SignCmd::Message { which, .. } | SignCmd::TypedData { which, .. } => {

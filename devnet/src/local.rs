@@ -1,6 +1,6 @@
 //! An enclave in this process, in mock mode, on a free loopback port, behind the parent
-//! proxy (HTTPS with a development CA, rate limits): what `tandem demo` and
-//! `tandem bench --local` talk to. The same two pieces as production, in one process.
+//! proxy (HTTPS with a development CA, rate limits): what `tandem-dev demo` and
+//! `tandem-dev bench --local` talk to. The same two pieces as production, in one process.
 
 use anyhow::{Context, Result};
 use tandem_enclave::config::{Config, ListenAddr};

@@ -1,4 +1,4 @@
-//! `tandem demo`: the whole system on this machine, step by step, with timings.
+//! `tandem-dev demo`: the whole system on this machine, step by step, with timings.
 
 use std::time::Instant;
 
@@ -16,7 +16,7 @@ use tandem_sdk::eth::{self, TxKindParams, TxParams};
 use crate::local::LocalEnclave;
 use crate::output::Out;
 
-/// `tandem demo` options.
+/// `tandem-dev demo` options.
 #[derive(Args, Debug)]
 pub(crate) struct DemoArgs {
     /// The message to sign (EIP-191).
