@@ -5,46 +5,24 @@
 #![allow(clippy::unwrap_used)]
 
 use serde_json::Value;
-use tandem_testkit::RogueEnclave;
-
-async fn tandem(rogue: &RogueEnclave, wallet: &std::path::Path, args: &[&str]) -> (bool, Value, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args([
-            "--server",
-            &rogue.url,
-            "--wallet",
-            wallet.to_str().unwrap(),
-            "--json",
-            "--mock-root",
-            rogue.dev_root.to_str().unwrap(),
-            "--pcr-file",
-            rogue.pcr_file.to_str().unwrap(),
-        ])
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.success(),
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
-
-fn error_of(v: &Value) -> String {
-    v["error"].as_str().unwrap_or_default().to_string()
-}
+use tandem_testkit::{RogueEnclave, Tandem, error_of};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rogue_enclave_failing_the_ot_check_gets_no_second_attempt_across_a_cli_restart() {
     let rogue = RogueEnclave::start().await;
     let wallet = tempfile::tempdir().unwrap();
-    let (ok, v, err) = tandem(&rogue, wallet.path(), &["account", "create", "--label", "a"]).await;
+    let cli = Tandem::new(
+        env!("CARGO_BIN_EXE_tandem"),
+        &rogue.url,
+        wallet.path(),
+        rogue.dev_root.to_str(),
+        rogue.pcr_file.to_str(),
+    );
+    let (ok, v, err) = cli.run(&["account", "create", "--label", "a"]).await;
     assert!(ok, "{v} {err}");
 
     // The rogue's first signature answer probes the device's OT correlation: caught.
-    let (ok, v, _) = tandem(&rogue, wallet.path(), &["sign", "message", "gm"]).await;
+    let (ok, v, _) = cli.run(&["sign", "message", "gm"]).await;
     assert!(!ok);
     assert!(error_of(&v).contains("consistency check"), "{v}");
     assert!(error_of(&v).contains("locked on this device"), "{v}");
@@ -61,24 +39,24 @@ async fn rogue_enclave_failing_the_ot_check_gets_no_second_attempt_across_a_cli_
     );
 
     // A new CLI process (a restart): refused on the device, the rogue never asked again.
-    let (ok, v, _) = tandem(&rogue, wallet.path(), &["sign", "message", "gm again"]).await;
+    let (ok, v, _) = cli.run(&["sign", "message", "gm again"]).await;
     assert!(!ok);
     assert!(error_of(&v).contains("locked"), "{v}");
     assert_eq!(rogue.sign_starts(), 1, "no second attempt");
     // A fast refresh would keep the probed OT state: refused on the device too.
-    let (ok, v, _) = tandem(&rogue, wallet.path(), &["account", "refresh"]).await;
+    let (ok, v, _) = cli.run(&["account", "refresh"]).await;
     assert!(!ok);
     assert!(error_of(&v).contains("locked"), "{v}");
-    let (ok, v, _) = tandem(&rogue, wallet.path(), &["account", "show", "--offline"]).await;
+    let (ok, v, _) = cli.run(&["account", "show", "--offline"]).await;
     assert!(ok);
     assert!(v["locked"].as_str().is_some(), "{v}");
 
     // A complete refresh sets the OT state up from scratch: the share may sign again (and
     // this rogue, probing again, is caught again).
-    let (ok, v, err) = tandem(&rogue, wallet.path(), &["account", "refresh", "--complete"]).await;
+    let (ok, v, err) = cli.run(&["account", "refresh", "--complete"]).await;
     assert!(ok, "{v} {err}");
     assert_eq!(v["kind"], "complete");
-    let (ok, _, _) = tandem(&rogue, wallet.path(), &["sign", "message", "after"]).await;
+    let (ok, _, _) = cli.run(&["sign", "message", "after"]).await;
     assert!(!ok);
     assert_eq!(rogue.sign_starts(), 2, "the new share was allowed one attempt");
 }

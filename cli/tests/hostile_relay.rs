@@ -4,7 +4,6 @@
 //! the host's word: the answers are sealed, and the forgery is detected.
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -12,9 +11,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use serde_json::Value;
-use tandem_enclave::server::{Listener, run};
-use tandem_enclave::{Config, Server};
-use tokio_util::sync::CancellationToken;
+use tandem_testkit::{Served, Tandem};
 
 struct Relay {
     upstream: String,
@@ -50,33 +47,11 @@ async fn relay(State(r): State<Arc<Relay>>, uri: Uri, _: HeaderMap, body: Bytes)
     (status, bytes)
 }
 
-async fn tandem(url: &str, root: &str, pcr: &str, wallet: &Path, args: &[&str]) -> (bool, Value) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["--server", url, "--wallet", wallet.to_str().unwrap(), "--json"])
-        .args(["--mock-root", root, "--pcr-file", pcr])
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.success(),
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_relay_forging_done_answers_changes_nothing_in_the_wallet() {
-    let data = tempfile::tempdir().unwrap();
-    let server = Server::open(&Config::mock(data.path())).unwrap();
-    let root = server.dev_root_pem().unwrap().to_str().unwrap().to_string();
-    let pcr = server.measurements_path().unwrap().to_str().unwrap().to_string();
-    let listener = Listener::bind(&"tcp://127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let upstream = format!("http://{}", listener.local_addr());
-    let stop = CancellationToken::new();
-    tokio::spawn(run(server, listener, stop.clone()));
+    let enclave = Served::start("dev").await;
     let state = Arc::new(Relay {
-        upstream,
+        upstream: enclave.url.clone(),
         http: reqwest::Client::new(),
         hostile: AtomicBool::new(false),
     });
@@ -86,7 +61,14 @@ async fn hostile_relay_forging_done_answers_changes_nothing_in_the_wallet() {
     tokio::spawn(async move { axum::serve(relay_listener, app).await });
 
     let wallet = tempfile::tempdir().unwrap();
-    let (ok, created) = tandem(&url, &root, &pcr, wallet.path(), &["account", "create", "--label", "a"]).await;
+    let cli = Tandem::new(
+        env!("CARGO_BIN_EXE_tandem"),
+        &url,
+        wallet.path(),
+        Some(&enclave.mock_root),
+        Some(&enclave.pcr_file),
+    );
+    let (ok, created) = cli.json(&["account", "create", "--label", "a"]).await;
     assert!(ok, "{created}");
     let file = wallet
         .path()
@@ -94,14 +76,14 @@ async fn hostile_relay_forging_done_answers_changes_nothing_in_the_wallet() {
     let before = std::fs::read_to_string(&file).unwrap();
 
     state.hostile.store(true, Ordering::SeqCst);
-    let (ok, v) = tandem(&url, &root, &pcr, wallet.path(), &["account", "create", "--label", "b"]).await;
+    let (ok, v) = cli.json(&["account", "create", "--label", "b"]).await;
     assert!(!ok, "a forged createAccount DONE was accepted: {v}");
     assert_eq!(
         std::fs::read_dir(wallet.path()).unwrap().count(),
         1,
         "no account was written"
     );
-    let (ok, v) = tandem(&url, &root, &pcr, wallet.path(), &["account", "refresh"]).await;
+    let (ok, v) = cli.json(&["account", "refresh"]).await;
     assert!(!ok, "a forged refresh DONE was accepted: {v}");
     let after: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     let before: Value = serde_json::from_str(&before).unwrap();
@@ -109,12 +91,11 @@ async fn hostile_relay_forging_done_answers_changes_nothing_in_the_wallet() {
         after["deviceShare"], before["deviceShare"],
         "the share was not replaced"
     );
-    let (ok, v) = tandem(&url, &root, &pcr, wallet.path(), &["account", "verify"]).await;
+    let (ok, v) = cli.json(&["account", "verify"]).await;
     assert!(!ok, "a forged recovery answer was reported as verified: {v}");
 
     // The account still works once the host behaves.
     state.hostile.store(false, Ordering::SeqCst);
-    let (ok, v) = tandem(&url, &root, &pcr, wallet.path(), &["sign", "message", "gm"]).await;
+    let (ok, v) = cli.json(&["sign", "message", "gm"]).await;
     assert!(ok, "{v}");
-    stop.cancel();
 }

@@ -10,9 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use tandem_enclave::server::{Listener, run};
-use tandem_enclave::{Config, Server};
-use tokio_util::sync::CancellationToken;
+use tandem_testkit::{Served, Tandem};
 
 fn legacy() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/legacy-v1")
@@ -41,45 +39,14 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-struct Running {
-    url: String,
-    stop: CancellationToken,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-async fn start(data: &Path) -> Running {
-    let server = Server::open(&Config::mock(data)).unwrap();
-    let listener = Listener::bind(&"tcp://127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let url = format!("http://{}", listener.local_addr());
-    let stop = CancellationToken::new();
-    tokio::spawn(run(server, listener, stop.clone()));
-    Running { url, stop }
-}
-
-async fn tandem(url: &str, data: &Path, wallet: &Path, args: &[&str]) -> (bool, Value) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args([
-            "--server",
-            url,
-            "--wallet",
-            wallet.to_str().unwrap(),
-            "--json",
-            "--mock-root",
-            data.join("attestation/dev-root.pem").to_str().unwrap(),
-        ])
-        .args(args)
-        .env_remove("TANDEM_PCR_FILE")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .unwrap();
-    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    (out.status.success(), v)
+fn tandem(enclave: &Served, data: &Path, wallet: &Path) -> Tandem {
+    Tandem::new(
+        env!("CARGO_BIN_EXE_tandem"),
+        &enclave.url,
+        wallet,
+        data.join("attestation/dev-root.pem").to_str(),
+        None,
+    )
 }
 
 fn json_file(path: &Path) -> Value {
@@ -103,7 +70,7 @@ async fn yesterdays_enclave_wallet_and_backup_work_after_the_upgrade() {
     );
 
     // Boot: the ring and every blob are migrated.
-    let enclave = start(&data).await;
+    let enclave = Served::in_dir(&data).await;
     let ring = std::fs::read(data.join("accounts/keyring.blob")).unwrap();
     let ring: Value = serde_json::from_slice(&ring[12..]).unwrap();
     assert_eq!(ring["format"], 2);
@@ -111,13 +78,9 @@ async fn yesterdays_enclave_wallet_and_backup_work_after_the_upgrade() {
     assert!(ring["mac"].as_str().is_some());
 
     // The old wallet (its config.json pins the old PCRs) signs, and its file becomes v3.
-    let (ok, v) = tandem(
-        &enclave.url,
-        &data,
-        &wallet,
-        &["sign", "message", "--account", "legacy", "gm"],
-    )
-    .await;
+    let (ok, v) = tandem(&enclave, &data, &wallet)
+        .json(&["sign", "message", "--account", "legacy", "gm"])
+        .await;
     assert!(ok, "{v}");
     assert_eq!(v["address"], created["address"]);
     let file = json_file(&account_file);
@@ -125,49 +88,33 @@ async fn yesterdays_enclave_wallet_and_backup_work_after_the_upgrade() {
     assert!(file["generation"].as_u64().unwrap() >= 1);
     // The recovery check learns the device's OT fingerprint (the old record had none) and
     // the record is rewritten in the new format; a refresh works.
-    let (ok, v) = tandem(
-        &enclave.url,
-        &data,
-        &wallet,
-        &["account", "verify", "--account", "legacy"],
-    )
-    .await;
+    let (ok, v) = tandem(&enclave, &data, &wallet)
+        .json(&["account", "verify", "--account", "legacy"])
+        .await;
     assert!(ok, "{v}");
-    let (ok, v) = tandem(
-        &enclave.url,
-        &data,
-        &wallet,
-        &["account", "refresh", "--account", "legacy"],
-    )
-    .await;
+    let (ok, v) = tandem(&enclave, &data, &wallet)
+        .json(&["account", "refresh", "--account", "legacy"])
+        .await;
     assert!(ok, "{v}");
-    let (ok, v) = tandem(
-        &enclave.url,
-        &data,
-        &wallet,
-        &["sign", "message", "--account", "second", "gm"],
-    )
-    .await;
+    let (ok, v) = tandem(&enclave, &data, &wallet)
+        .json(&["sign", "message", "--account", "second", "gm"])
+        .await;
     assert!(ok, "the second account, untouched since the old build: {v}");
 
     // Yesterday's backup restores into a fresh wallet (it was made before the refresh
     // above, so the enclave now refuses its share — as it refused it before the upgrade).
     let fresh = work.path().join("fresh");
     let pass = legacy().join("pass");
-    let (ok, v) = tandem(
-        &enclave.url,
-        &data,
-        &fresh,
-        &[
+    let (ok, v) = tandem(&enclave, &data, &fresh)
+        .json(&[
             "backup",
             "restore",
             "--in",
             legacy().join("legacy.backup").to_str().unwrap(),
             "--passphrase-file",
             pass.to_str().unwrap(),
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert!(!ok);
     assert!(v["error"].as_str().unwrap().contains("RECOVERY_FAILED"), "{v}");
     let config = json_file(&fresh.join("config.json"));
@@ -178,14 +125,10 @@ async fn yesterdays_enclave_wallet_and_backup_work_after_the_upgrade() {
 
     // After a restart nothing is left to migrate, and it still works.
     drop(enclave);
-    let enclave = start(&data).await;
-    let (ok, v) = tandem(
-        &enclave.url,
-        &data,
-        &wallet,
-        &["sign", "message", "--account", "legacy", "again"],
-    )
-    .await;
+    let enclave = Served::in_dir(&data).await;
+    let (ok, v) = tandem(&enclave, &data, &wallet)
+        .json(&["sign", "message", "--account", "legacy", "again"])
+        .await;
     assert!(ok, "{v}");
 
     // A host that serves a pre-migration blob again is refused: version-1 blobs are not
@@ -197,14 +140,10 @@ async fn yesterdays_enclave_wallet_and_backup_work_after_the_upgrade() {
             std::fs::copy(entry.path(), data.join("accounts").join(entry.file_name())).unwrap();
         }
     }
-    let enclave = start(&data).await;
-    let (ok, v) = tandem(
-        &enclave.url,
-        &data,
-        &wallet,
-        &["sign", "message", "--account", "second", "gm"],
-    )
-    .await;
+    let enclave = Served::in_dir(&data).await;
+    let (ok, v) = tandem(&enclave, &data, &wallet)
+        .json(&["sign", "message", "--account", "second", "gm"])
+        .await;
     assert!(!ok, "a pre-migration blob was accepted");
     assert!(v["error"].as_str().unwrap().contains("KEYSTORE_ERROR"), "{v}");
 }
@@ -216,22 +155,18 @@ async fn yesterdays_backup_restores_and_its_pcrs_become_an_accepted_image() {
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("enclave");
     copy_dir(&legacy().join("enclave"), &data);
-    let enclave = start(&data).await;
+    let enclave = Served::in_dir(&data).await;
     let fresh = work.path().join("fresh");
-    let (ok, v) = tandem(
-        &enclave.url,
-        &data,
-        &fresh,
-        &[
+    let (ok, v) = tandem(&enclave, &data, &fresh)
+        .json(&[
             "backup",
             "restore",
             "--in",
             legacy().join("legacy.backup").to_str().unwrap(),
             "--passphrase-file",
             legacy().join("pass").to_str().unwrap(),
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert!(ok, "{v}");
     assert_eq!(v["imagesAdopted"], true);
     let config = json_file(&fresh.join("config.json"));

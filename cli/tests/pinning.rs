@@ -8,70 +8,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use serde_json::Value;
-use tandem_enclave::server::{Listener, run};
-use tandem_enclave::{Config, Server};
-use tokio_util::sync::CancellationToken;
+use tandem_testkit::{Served, Tandem, error_of};
 
-/// A mock enclave of image `image` in this process, on a free port.
-struct Enclave {
-    url: String,
-    mock_root: String,
-    pcr_file: String,
-    stop: CancellationToken,
-    _data: tempfile::TempDir,
-}
-
-impl Drop for Enclave {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-async fn enclave(image: &str) -> Enclave {
-    let data = tempfile::tempdir().unwrap();
-    let mut config = Config::mock(data.path());
-    config.mock_image = image.into();
-    let server = Server::open(&config).unwrap();
-    let mock_root = server.dev_root_pem().unwrap().to_str().unwrap().to_string();
-    let pcr_file = server.measurements_path().unwrap().to_str().unwrap().to_string();
-    let listener = Listener::bind(&"tcp://127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let url = format!("http://{}", listener.local_addr());
-    let stop = CancellationToken::new();
-    tokio::spawn(run(server, listener, stop.clone()));
-    Enclave {
-        url,
-        mock_root,
-        pcr_file,
-        stop,
-        _data: data,
-    }
-}
-
-/// Runs `tandem --server URL --wallet WALLET --json [--mock-root ROOT] ARGS` with no pin
-/// from the environment.
-async fn tandem(url: &str, wallet: &Path, mock_root: Option<&str>, args: &[&str]) -> (bool, Value) {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"));
-    cmd.args(["--server", url, "--wallet", wallet.to_str().unwrap(), "--json"]);
-    if let Some(root) = mock_root {
-        cmd.args(["--mock-root", root]);
-    }
-    let out = cmd
-        .args(args)
-        .env_remove("TANDEM_PCR_FILE")
-        .env_remove("TANDEM_MOCK_ROOT")
-        .stdin(std::process::Stdio::null())
-        .output()
+/// Runs `tandem --server URL --wallet WALLET --json [--mock-root ROOT] ARGS`, with no pin
+/// but the wallet's.
+async fn tandem(url: &str, wallet: &Path, mock_root: Option<&str>, args: &[&str]) -> (bool, serde_json::Value) {
+    Tandem::new(env!("CARGO_BIN_EXE_tandem"), url, wallet, mock_root, None)
+        .json(args)
         .await
-        .unwrap();
-    (
-        out.status.success(),
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
-    )
-}
-
-fn error_of(v: &Value) -> String {
-    v["error"].as_str().unwrap_or_default().to_string()
 }
 
 /// A server that presents a genuine Nitro attestation document (a real one, from the
@@ -130,7 +74,7 @@ async fn a_genuine_nitro_enclave_is_refused_when_no_image_is_pinned() {
 /// is refused, naming the mismatching PCR.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_enclave_of_another_image_is_refused_for_every_flow_naming_the_pcr() {
-    let e = enclave("dev").await;
+    let e = Served::start("dev").await;
     let dir = tempfile::tempdir().unwrap();
     let wallet = dir.path().join("w");
     let pass = dir.path().join("pass");
@@ -224,7 +168,7 @@ async fn an_enclave_of_another_image_is_refused_for_every_flow_naming_the_pcr() 
 /// A set of two accepted images works for either (a rolling upgrade needs no release).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wallet_accepting_two_images_works_with_either() {
-    let (old, new) = (enclave("dev").await, enclave("v2").await);
+    let (old, new) = (Served::start("dev").await, Served::start("v2").await);
     assert_ne!(
         std::fs::read_to_string(&old.pcr_file).unwrap(),
         std::fs::read_to_string(&new.pcr_file).unwrap()

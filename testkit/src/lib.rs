@@ -7,6 +7,8 @@
 //!   would see, plus raw JSON access for status-code assertions.
 //! * [`Manual`]: a device driven step by step from the core machines, for the tests that
 //!   replay, reorder, tamper — or, with `tandem_core::testing::malicious`, cheat.
+//! * [`Served`] and [`Tandem`]: an enclave on a loopback port, and the `tandem` binary run
+//!   against it (the CLI's tests).
 //! * [`RogueEnclave`]: an enclave built from the core machines that attests like a
 //!   pinned image and probes the device's OT correlation when signing.
 //! * [`HostileStore`]: a blob store with a malicious host's levers (veto writes, serve
@@ -23,12 +25,14 @@ mod hostile_store;
 mod in_process;
 mod manual;
 mod rogue;
+mod served;
 pub mod shares;
 
 pub use hostile_store::HostileStore;
 pub use in_process::{InProcess, RouterTransport};
 pub use manual::{Dev, Manual, b64, unb64, unix_now};
 pub use rogue::RogueEnclave;
+pub use served::{Served, Tandem, error_of};
 
 /// The measurements of the mock image `name` (`dev` unless the enclave was started with
 /// another `--mock-image`): what a client of a mock enclave pins.
