@@ -1,81 +1,42 @@
 //! Black-box tests of the `tandem` binary against an enclave on a loopback port.
 #![allow(clippy::unwrap_used)] // test helpers unwrap: a panic is a failed test
 
-use std::path::Path;
-
 use alloy_consensus::transaction::SignerRecoverable;
 use alloy_consensus::{Transaction as _, TxEnvelope};
 use alloy_eips::eip2718::Decodable2718;
 use alloy_primitives::{Address, B256, Signature};
 use serde_json::Value;
-use tandem_enclave::config::Config;
-use tandem_enclave::server::{Listener, Server, run};
-use tokio_util::sync::CancellationToken;
+use tandem_testkit::{Served, Tandem};
 
 struct Env {
-    url: String,
-    mock_root: String,
-    /// The mock image's measurements file (what the CLI pins).
-    pcr_file: String,
+    served: Served,
     wallet: tempfile::TempDir,
-    _data: tempfile::TempDir,
-    stop: CancellationToken,
 }
 
-impl Drop for Env {
-    fn drop(&mut self) {
-        self.stop.cancel();
+impl std::ops::Deref for Env {
+    type Target = Served;
+    fn deref(&self) -> &Served {
+        &self.served
+    }
+}
+
+impl Env {
+    /// The `tandem` runner for this test's wallet, trusting the enclave's image.
+    fn cli(&self) -> Tandem {
+        self.served.tandem(env!("CARGO_BIN_EXE_tandem"), self.wallet.path())
     }
 }
 
 async fn env() -> Env {
-    let data = tempfile::tempdir().unwrap();
-    let server = Server::open(&Config::mock(data.path())).unwrap();
-    let mock_root = server.dev_root_pem().unwrap().to_str().unwrap().to_string();
-    let pcr_file = server.measurements_path().unwrap().to_str().unwrap().to_string();
-    let listener = Listener::bind(&"tcp://127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let url = format!("http://{}", listener.local_addr());
-    let stop = CancellationToken::new();
-    tokio::spawn(run(server, listener, stop.clone()));
     Env {
-        url,
-        mock_root,
-        pcr_file,
+        served: Served::start("dev").await,
         wallet: tempfile::tempdir().unwrap(),
-        _data: data,
-        stop,
     }
 }
 
 /// Runs `tandem --server … --wallet … --json ARGS`; returns (success, stdout JSON, stderr).
 async fn tandem(env: &Env, args: &[&str]) -> (bool, Value, String) {
-    run_in(env, env.wallet.path(), args).await
-}
-
-async fn run_in(env: &Env, wallet: &Path, args: &[&str]) -> (bool, Value, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args([
-            "--server",
-            &env.url,
-            "--wallet",
-            wallet.to_str().unwrap(),
-            "--json",
-            "--mock-root",
-            &env.mock_root,
-            "--pcr-file",
-            &env.pcr_file,
-        ])
-        .args(args)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let value = serde_json::from_str(&stdout).unwrap_or(Value::Null);
-    (
-        out.status.success(),
-        value,
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    env.cli().run(args).await
 }
 
 fn sig(v: &Value) -> Signature {
@@ -216,15 +177,11 @@ async fn bad_input_gets_clear_errors_and_a_failure_status() {
     assert!(v["error"].as_str().unwrap().contains("not an address"), "{v}");
 
     // A server that is down is reported as such.
-    let down = Env {
-        url: "http://127.0.0.1:1".into(),
-        mock_root: env.mock_root.clone(),
-        pcr_file: env.pcr_file.clone(),
-        wallet: tempfile::tempdir().unwrap(),
-        _data: tempfile::tempdir().unwrap(),
-        stop: CancellationToken::new(),
+    let down = Tandem {
+        server: "http://127.0.0.1:1".into(),
+        ..env.cli()
     };
-    let (ok, v, _) = tandem(&down, &["account", "create"]).await;
+    let (ok, v, _) = down.run(&["account", "create"]).await;
     assert!(!ok);
     assert!(v["error"].as_str().unwrap().contains("cannot reach the server"), "{v}");
 }
@@ -320,26 +277,7 @@ async fn attestation_verify_on_real_documents() {
 
 /// `tandem … ARGS` without the test's `--pcr-file` (so only the wallet's pins apply).
 async fn tandem_unpinned(env: &Env, args: &[&str]) -> (bool, Value, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args([
-            "--server",
-            &env.url,
-            "--wallet",
-            env.wallet.path().to_str().unwrap(),
-            "--json",
-            "--mock-root",
-            &env.mock_root,
-        ])
-        .args(args)
-        .env_remove("TANDEM_PCR_FILE")
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.success(),
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    env.cli().unpinned().run(args).await
 }
 
 /// Pinning takes the image from a file given out of band; `fetch --save-pcrs FILE` pins it

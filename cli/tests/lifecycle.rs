@@ -10,48 +10,23 @@ use std::time::Instant;
 
 use alloy_primitives::{Address, Signature};
 use serde_json::Value;
-use tandem_enclave::config::Config;
-use tandem_enclave::server::{Listener, Server, run};
-use tokio_util::sync::CancellationToken;
+use tandem_testkit::{Served, error_of};
 
 const PASSPHRASE: &str = "correct horse battery staple";
 
 struct Env {
-    url: String,
-    mock_root: String,
-    /// The mock image's measurements file (what the CLI pins).
-    pcr_file: String,
+    served: Served,
     /// Holds the wallets, passphrase files and backups of one test.
     dir: tempfile::TempDir,
-    _data: tempfile::TempDir,
-    stop: CancellationToken,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
 }
 
 async fn env() -> Env {
-    let data = tempfile::tempdir().unwrap();
-    let server = Server::open(&Config::mock(data.path())).unwrap();
-    let mock_root = server.dev_root_pem().unwrap().to_str().unwrap().to_string();
-    let pcr_file = server.measurements_path().unwrap().to_str().unwrap().to_string();
-    let listener = Listener::bind(&"tcp://127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let url = format!("http://{}", listener.local_addr());
-    let stop = CancellationToken::new();
-    tokio::spawn(run(server, listener, stop.clone()));
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("pass"), format!("{PASSPHRASE}\n")).unwrap();
     std::fs::write(dir.path().join("wrong-pass"), "not the passphrase at all\n").unwrap();
     Env {
-        url,
-        mock_root,
-        pcr_file,
+        served: Served::start("dev").await,
         dir,
-        _data: data,
-        stop,
     }
 }
 
@@ -70,32 +45,9 @@ impl Env {
     }
 
     async fn tandem_env(&self, wallet: &str, args: &[&str], envs: &[(&str, &str)]) -> (bool, Value, String) {
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
-            .args([
-                "--server",
-                &self.url,
-                "--wallet",
-                &self.p(wallet),
-                "--json",
-                "--mock-root",
-                &self.mock_root,
-                "--pcr-file",
-                &self.pcr_file,
-            ])
-            .args(args)
-            .env_remove("TANDEM_GOOGLE_TOKEN")
-            .envs(envs.iter().copied())
-            .stdin(std::process::Stdio::null())
-            .output()
-            .await
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-        let value = serde_json::from_str(&stdout).unwrap_or(Value::Null);
-        (
-            out.status.success(),
-            value,
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
+        let mut cli = self.served.tandem(env!("CARGO_BIN_EXE_tandem"), &self.path(wallet));
+        cli.env = envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        cli.run(args).await
     }
 
     /// Creates an account in `wallet`; returns (id, address).
@@ -146,10 +98,6 @@ async fn restore(env: &Env, wallet: &str, file: &str, pass: &str) -> (bool, Valu
     .await
 }
 
-fn error_of(v: &Value) -> String {
-    v["error"].as_str().unwrap_or_default().to_string()
-}
-
 fn device_share(path: &Path) -> String {
     let v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     v["deviceShare"].as_str().unwrap().to_string()
@@ -163,7 +111,7 @@ async fn backup_wipe_restore_recover_sign() {
     let share = device_share(&env.path("w").join(format!("{id}.json")));
     // Pin the enclave's image: the backup carries it to the restored device.
     let (ok, _, err) = env
-        .tandem("w", &["attestation", "pin", "--pcr-file", &env.pcr_file])
+        .tandem("w", &["attestation", "pin", "--pcr-file", &env.served.pcr_file])
         .await;
     assert!(ok, "{err}");
     let config = std::fs::read_to_string(env.path("w").join("config.json")).unwrap();
@@ -320,8 +268,8 @@ async fn refresh_retires_old_shares_and_stale_backups() {
 
     // A refresh whose confirmation was cut off (the device saved the new share, the
     // enclave never saw it used): `tandem account refresh` confirms it, then refreshes.
-    let pem = std::fs::read_to_string(&env.mock_root).unwrap();
-    let client = tandem_sdk::Client::builder(&env.url)
+    let pem = std::fs::read_to_string(&env.served.mock_root).unwrap();
+    let client = tandem_sdk::Client::builder(&env.served.url)
         .attestation(tandem_testkit::mock_policy(&pem))
         .build()
         .unwrap();
