@@ -11,8 +11,8 @@ use tandem_core::engine::RefreshKind;
 
 use crate::backup::recovery_error;
 use crate::conn::Conn;
-use crate::output::Out;
 use crate::wallet::Wallet;
+use tandem_cli::output::Out;
 
 /// `tandem account …`
 #[derive(Subcommand, Debug)]

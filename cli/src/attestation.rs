@@ -17,7 +17,7 @@ use tandem_core::attestation::SignedDocument;
 use tandem_sdk::attestation::{AttestationPolicy, ImageMeasurements};
 
 use crate::conn::{Conn, WalletConfig, read_pcr_file, stored};
-use crate::output::{Out, Reported};
+use tandem_cli::output::{Out, Reported};
 
 /// `tandem attestation …`
 #[derive(Subcommand, Debug)]

@@ -17,9 +17,9 @@ use tandem_sdk::drive::{DriveClient, backup_file_name};
 use tandem_sdk::{Account, SdkError};
 
 use crate::conn::{Conn, WalletConfig};
-use crate::output::Out;
 use crate::secrets::{self, GoogleArgs, PassphraseArgs, Purpose};
 use crate::wallet::{Wallet, write_private};
+use tandem_cli::output::Out;
 
 /// `tandem backup …`
 #[derive(Subcommand, Debug)]

@@ -7,7 +7,6 @@ mod account;
 mod attestation;
 mod backup;
 mod conn;
-mod output;
 mod secrets;
 mod sign;
 mod wallet;
@@ -17,7 +16,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::output::Out;
+use tandem_cli::output::Out;
 
 /// Tandem: a two-party (2-of-2) threshold ECDSA wallet for Ethereum.
 ///
@@ -98,20 +97,7 @@ fn default_wallet() -> PathBuf {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
     let out = Out { json: cli.global.json };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let conn = conn::Conn {
         server: cli.global.server.clone(),
         wallet: cli.global.wallet.clone().unwrap_or_else(default_wallet),
@@ -119,24 +105,12 @@ fn main() -> ExitCode {
         ca_cert: cli.global.ca_cert.clone(),
         pcr_files: cli.global.pcr_file.clone(),
     };
-    let result = runtime.block_on(async {
+    tandem_cli::run_command(out, || async move {
         match cli.command {
             Command::Account(cmd) => account::run(cmd, &conn, out).await,
             Command::Attestation(cmd) => attestation::run(cmd, &conn, out).await,
             Command::Sign(cmd) => sign::run(cmd, &conn, out).await,
             Command::Backup(cmd) => backup::run(cmd, &conn, out).await,
         }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.is::<output::Reported>() => ExitCode::FAILURE,
-        Err(e) => {
-            if out.json {
-                println!("{}", serde_json::json!({"error": format!("{e:#}")}));
-            } else {
-                eprintln!("error: {e:#}");
-            }
-            ExitCode::FAILURE
-        }
-    }
+    })
 }

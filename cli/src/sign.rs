@@ -12,8 +12,8 @@ use tandem_sdk::TandemSigner;
 use tandem_sdk::eth::{self, TxKindParams, TxParams};
 
 use crate::conn::Conn;
-use crate::output::Out;
 use crate::wallet::Wallet;
+use tandem_cli::output::Out;
 
 /// Which account to sign with.
 #[derive(Args, Debug)]

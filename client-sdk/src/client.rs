@@ -129,6 +129,18 @@ struct Starter<'a> {
     label: Option<String>,
 }
 
+impl<'a> Starter<'a> {
+    /// A flow on an existing account, authorized by its device key.
+    fn existing(account: &'a Account) -> Self {
+        Starter {
+            account: Some(account),
+            auth: account.auth(),
+            register: false,
+            label: None,
+        }
+    }
+}
+
 impl Client {
     /// A client for the server at `base_url`. It trusts no enclave until its attestation
     /// policy accepts an image: build it with [`Client::builder`] and
@@ -437,19 +449,7 @@ impl Client {
     pub async fn sign_digest(&self, account: &Account, digest: [u8; 32]) -> Result<Signature, SdkError> {
         Self::usable(account)?;
         let (machine, m0) = DeviceSign::start(account.share().clone(), digest, account.generation())?;
-        let signed = self
-            .run(
-                machine,
-                m0,
-                Starter {
-                    account: Some(account),
-                    auth: account.auth(),
-                    register: false,
-                    label: None,
-                },
-                &|_| {},
-            )
-            .await?;
+        let signed = self.run(machine, m0, Starter::existing(account), &|_| {}).await?;
         account.saw_generation(signed.generation);
         Ok(signed.signature)
     }
@@ -463,19 +463,7 @@ impl Client {
         let share = account.share().clone();
         let seen = account.generation();
         let (machine, m0) = blocking(move || DeviceRecover::start(&share, seen)).await??;
-        let recovered = self
-            .run(
-                machine,
-                m0,
-                Starter {
-                    account: Some(account),
-                    auth: account.auth(),
-                    register: false,
-                    label: None,
-                },
-                &|_| {},
-            )
-            .await?;
+        let recovered = self.run(machine, m0, Starter::existing(account), &|_| {}).await?;
         account.saw_generation(recovered.generation);
         Ok(())
     }
@@ -516,19 +504,7 @@ impl Client {
             ),
             _ => {}
         };
-        let refreshed = self
-            .run(
-                machine,
-                m0,
-                Starter {
-                    account: Some(account),
-                    auth: account.auth(),
-                    register: false,
-                    label: None,
-                },
-                &stages,
-            )
-            .await?;
+        let refreshed = self.run(machine, m0, Starter::existing(account), &stages).await?;
         Ok(account.with_share(refreshed.share, refreshed.generation, kind == RefreshKind::Complete))
     }
 }

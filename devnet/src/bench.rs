@@ -13,7 +13,7 @@ use tandem_core::engine::{DeviceDkg, DeviceSign, EnclaveDkg, EnclaveSign};
 use tandem_core::flow::run_local;
 
 use crate::local::LocalEnclave;
-use crate::output::Out;
+use tandem_cli::output::Out;
 
 /// `tandem-dev bench` options.
 #[derive(Args, Debug)]

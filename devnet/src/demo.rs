@@ -14,7 +14,7 @@ use tandem_sdk::TandemSigner;
 use tandem_sdk::eth::{self, TxKindParams, TxParams};
 
 use crate::local::LocalEnclave;
-use crate::output::Out;
+use tandem_cli::output::Out;
 
 /// `tandem-dev demo` options.
 #[derive(Args, Debug)]

@@ -6,13 +6,12 @@
 mod bench;
 mod demo;
 mod local;
-mod output;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::output::Out;
+use tandem_cli::output::Out;
 
 /// Tandem for developers: the whole 2-of-2 system on this machine, in mock mode (a
 /// development attestation and a local master key instead of the Nitro hardware and KMS;
@@ -48,35 +47,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
     let out = Out { json: cli.json };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
+    tandem_cli::run_command(out, || async move {
         match cli.command {
             Command::Demo(args) => demo::run(args, out).await,
             Command::Bench(args) => bench::run(args, out).await,
         }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            if out.json {
-                println!("{}", serde_json::json!({"error": format!("{e:#}")}));
-            } else {
-                eprintln!("error: {e:#}");
-            }
-            ExitCode::FAILURE
-        }
-    }
+    })
 }

@@ -106,7 +106,8 @@ pub struct ResealReport {
     pub failed: usize,
 }
 
-async fn blocking<T: Send + 'static>(
+/// Runs a blocking store call off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, KeystoreError> + Send + 'static,
 ) -> Result<T, KeystoreError> {
     tokio::task::spawn_blocking(f)

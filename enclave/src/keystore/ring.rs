@@ -25,10 +25,10 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use super::KeystoreError;
 use super::blob::{BlobName, BlobStore, Expect};
 use super::sealer::{DataKey, KeyId, Sealer};
 use super::wrapper::{KeyWrapper, WrapError};
+use super::{KeystoreError, blocking};
 
 const FORMAT: u8 = 2;
 const LEGACY_FORMAT: u8 = 1;
@@ -82,12 +82,23 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, KeystoreError> + Send + 'static,
-) -> Result<T, KeystoreError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|_| KeystoreError::Io("keystore task failed".into()))?
+impl KeyRingFile {
+    /// A ring holding one new data key (`wrapped` by `wrapper`), in `format`: format 2
+    /// seals blobs with their generation, format 1 (legacy tests only) did not.
+    fn first(format: u8, wrapper: &dyn KeyWrapper, key: &DataKey, wrapped: &[u8]) -> Self {
+        KeyRingFile {
+            format,
+            wrapper: wrapper.kind().into(),
+            active: hex::encode(key.id()),
+            keys: vec![WrappedKey {
+                id: hex::encode(key.id()),
+                wrapped: base64::Engine::encode(&b64(), wrapped),
+                created_at: now(),
+            }],
+            blobs_sealed_with_generation: format >= FORMAT,
+            mac: None,
+        }
+    }
 }
 
 fn mac(key: &DataKey, ring: &KeyRingFile, generation: u64) -> Result<[u8; 32], KeystoreError> {
@@ -113,18 +124,7 @@ pub async fn open(store: &Arc<dyn BlobStore>, wrapper: &dyn KeyWrapper) -> Resul
         Some(v) => unwrap(&v.blob, v.version, wrapper).await.map(|(opened, _, _)| opened),
         None => {
             let (key, wrapped) = wrapper.generate().await?;
-            let ring = KeyRingFile {
-                format: FORMAT,
-                wrapper: wrapper.kind().into(),
-                active: hex::encode(key.id()),
-                keys: vec![WrappedKey {
-                    id: hex::encode(key.id()),
-                    wrapped: base64::Engine::encode(&b64(), &wrapped),
-                    created_at: now(),
-                }],
-                blobs_sealed_with_generation: true,
-                mac: None,
-            };
+            let ring = KeyRingFile::first(FORMAT, wrapper, &key, &wrapped);
             let generation = write(store, ring, &key, Expect::Absent).await?;
             let older = wrapper.legacy_key().into_iter().collect();
             tracing::info!(key_id = %hex::encode(key.id()), wrapper = wrapper.kind(), "first boot: new data key generated and stored wrapped");
@@ -335,18 +335,7 @@ pub async fn write_legacy_for_tests(
     wrapper: &dyn KeyWrapper,
 ) -> Result<Sealer, KeystoreError> {
     let (key, wrapped) = wrapper.generate().await?;
-    let ring = KeyRingFile {
-        format: LEGACY_FORMAT,
-        wrapper: wrapper.kind().into(),
-        active: hex::encode(key.id()),
-        keys: vec![WrappedKey {
-            id: hex::encode(key.id()),
-            wrapped: base64::Engine::encode(&b64(), &wrapped),
-            created_at: now(),
-        }],
-        blobs_sealed_with_generation: false,
-        mac: None,
-    };
+    let ring = KeyRingFile::first(LEGACY_FORMAT, wrapper, &key, &wrapped);
     let mut json = serde_json::to_value(&ring).map_err(|_| KeystoreError::Seal("key ring encoding"))?;
     if let Some(obj) = json.as_object_mut() {
         obj.remove("blobsSealedWithGeneration");
