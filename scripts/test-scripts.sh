@@ -25,6 +25,11 @@ refuses() { # refuses NAME COMMAND...
 
 shellcheck -x scripts/*.sh .ci/run && pass=$((pass + 1))
 
+out=$(scripts/fuzz.sh --dry-run --seconds 5 envelope 2>&1)
+check "fuzz dry-run" "$out" "cargo +nightly fuzz run --release envelope corpus/envelope -- -max_total_time=5"
+refuses "fuzz unknown target" scripts/fuzz.sh --dry-run no-such-target
+check "fuzz help" "$(scripts/fuzz.sh --help)" "--seconds N"
+
 out=$(scripts/build-eif.sh --dry-run --out /tmp/eif-out --tag tandem:test)
 check "build-eif docker" "$out" "docker build -f Dockerfile.enclave"
 check "build-eif tag" "$out" "-t tandem:test ."

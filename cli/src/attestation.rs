@@ -1,4 +1,11 @@
-//! `tandem attestation verify|fetch`.
+//! `tandem attestation verify|fetch|pin|unpin`.
+//!
+//! Which enclave images the wallet accepts is the user's decision, taken from the build's
+//! published measurements (`enclave-pcr.json`), never from what a server presents:
+//! `pin --pcr-file` adds an image from such a file; `fetch --save-pcrs FILE` pins FILE's
+//! image once the live enclave proved to run it; only the explicitly dangerous
+//! `fetch --danger-pin-served-image` takes an image from the server (trust on first use),
+//! and says what it pinned.
 
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -7,10 +14,10 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use tandem_core::attestation::SignedDocument;
-use tandem_sdk::attestation::AttestationPolicy;
+use tandem_sdk::attestation::{AttestationPolicy, ImageMeasurements};
 
-use crate::conn::{Conn, WalletConfig};
-use crate::output::{Out, Reported};
+use crate::conn::{Conn, WalletConfig, read_pcr_file, stored};
+use tandem_cli::output::{Out, Reported};
 
 /// `tandem attestation …`
 #[derive(Subcommand, Debug)]
@@ -19,13 +26,37 @@ pub(crate) enum AttestationCmd {
     /// reason it is invalid (with a non-zero exit status).
     Verify(Box<VerifyArgs>),
     /// Fetch a live enclave's document with a fresh nonce and verify it with the wallet's
-    /// policy (pinned PCRs, --mock-root).
+    /// policy (accepted images, --mock-root).
     Fetch {
-        /// Write the document's PCR0, PCR1, PCR2 and PCR8 into the wallet's config.json as
-        /// the expected values (trust on first use: check them against your build first).
+        /// Verify the live enclave against this measurements file (the build's
+        /// enclave-pcr.json, obtained out of band) and, if it matches, add that image to the
+        /// wallet's accepted images.
+        #[arg(long, value_name = "FILE", conflicts_with = "danger_pin_served_image")]
+        save_pcrs: Option<PathBuf>,
+        /// DANGER: accept whatever image the server presents now and pin it (trust on first
+        /// use: a host that runs its own enclave image gets it pinned). Prints what it pinned;
+        /// compare it with your build's enclave-pcr.json.
         #[arg(long)]
-        save_pcrs: bool,
+        danger_pin_served_image: bool,
     },
+    /// Add an enclave image to the wallet's accepted images, from the build's
+    /// measurements file (enclave-pcr.json: PCR0, PCR1 and PCR2, or PCR8).
+    Pin {
+        /// The measurements file.
+        #[arg(long, value_name = "FILE")]
+        pcr_file: PathBuf,
+    },
+    /// Remove accepted images from the wallet: the one in FILE, or all of them.
+    Unpin {
+        /// The measurements file of the image to remove.
+        #[arg(long, value_name = "FILE", required_unless_present = "all")]
+        pcr_file: Option<PathBuf>,
+        /// Remove every accepted image.
+        #[arg(long)]
+        all: bool,
+    },
+    /// List the wallet's accepted images.
+    Pins,
 }
 
 /// `tandem attestation verify` options.
@@ -41,6 +72,10 @@ pub(crate) struct VerifyArgs {
     /// for minutes; pass a time just after their timestamp to verify old ones.
     #[arg(long)]
     at: Option<u64>,
+    /// The expected image's measurements file (enclave-pcr.json). Without it and without
+    /// --pcrN, every check but the image's is made (the output says `imageChecked: false`).
+    #[arg(long, value_name = "FILE")]
+    pcr_file: Option<PathBuf>,
     /// Expected PCR0 (hex).
     #[arg(long)]
     pcr0: Option<String>,
@@ -50,12 +85,6 @@ pub(crate) struct VerifyArgs {
     /// Expected PCR2 (hex).
     #[arg(long)]
     pcr2: Option<String>,
-    /// Expected PCR3 (hex).
-    #[arg(long)]
-    pcr3: Option<String>,
-    /// Expected PCR4 (hex).
-    #[arg(long)]
-    pcr4: Option<String>,
     /// Expected PCR8 (hex).
     #[arg(long)]
     pcr8: Option<String>,
@@ -87,26 +116,86 @@ fn fields(doc: &tandem_core::attestation::AttestationDocument) -> Value {
 pub(crate) async fn run(cmd: AttestationCmd, conn: &Conn, out: Out) -> Result<()> {
     match cmd {
         AttestationCmd::Verify(a) => verify(*a, out),
-        AttestationCmd::Fetch { save_pcrs } => {
-            let client = conn.client()?;
-            let verified = client.attest().await.context("the enclave's attestation was refused")?;
-            let mut v = fields(&verified.document);
-            v["valid"] = json!(true);
-            v["mock"] = json!(verified.mock);
-            if save_pcrs {
-                let mut config = WalletConfig::load(&conn.wallet)?;
-                for i in [0u8, 1, 2, 8] {
-                    if let Some(pcr) = verified.document.pcrs.get(&i) {
-                        config.expected_pcrs.insert(i, hex::encode(pcr));
-                    }
-                }
-                config.save(&conn.wallet)?;
-                v["savedPcrs"] = json!([0, 1, 2, 8]);
+        AttestationCmd::Fetch {
+            save_pcrs,
+            danger_pin_served_image,
+        } => fetch(conn, out, save_pcrs, danger_pin_served_image).await,
+        AttestationCmd::Pin { pcr_file } => {
+            let image = read_pcr_file(&pcr_file)?;
+            let mut config = WalletConfig::load(&conn.wallet)?;
+            let added = config.add(&image);
+            config.save(&conn.wallet)?;
+            out.result(
+                &json!({"pinned": stored(&image), "new": added, "acceptedImages": config.accepted_images.len()}),
+            );
+            Ok(())
+        }
+        AttestationCmd::Unpin { pcr_file, all } => {
+            let mut config = WalletConfig::load(&conn.wallet)?;
+            let before = config.accepted_images.len();
+            if all {
+                config.accepted_images.clear();
+            } else if let Some(path) = pcr_file {
+                let image = stored(&read_pcr_file(&path)?);
+                config.accepted_images.retain(|i| *i != image);
             }
-            out.result(&v);
+            config.save(&conn.wallet)?;
+            out.result(&json!({"removed": before - config.accepted_images.len(), "acceptedImages": config.accepted_images.len()}));
+            Ok(())
+        }
+        AttestationCmd::Pins => {
+            let config = WalletConfig::load(&conn.wallet)?;
+            out.result(&json!({"acceptedImages": config.accepted_images}));
             Ok(())
         }
     }
+}
+
+async fn fetch(conn: &Conn, out: Out, save_pcrs: Option<PathBuf>, danger_pin: bool) -> Result<()> {
+    let mut config = WalletConfig::load(&conn.wallet)?;
+    let (policy, to_pin) = if let Some(path) = &save_pcrs {
+        // Out of band: the live enclave must run exactly the image of FILE.
+        let image = read_pcr_file(path)?;
+        (conn.base_policy(&config)?.accept_image(image.clone()), Some(image))
+    } else if danger_pin {
+        (conn.base_policy(&config)?.danger_accept_any_image(), None)
+    } else {
+        (conn.policy_for(&config)?, None)
+    };
+    let verified = conn
+        .client_with(policy)?
+        .attest()
+        .await
+        .context("the enclave's attestation was refused")?;
+    let mut v = fields(&verified.document);
+    v["valid"] = json!(true);
+    v["mock"] = json!(verified.mock);
+    let to_pin = match to_pin {
+        Some(image) => Some(image),
+        None if danger_pin => {
+            let pcrs = verified
+                .document
+                .pcrs
+                .iter()
+                .filter(|(i, _)| [0u8, 1, 2].contains(i))
+                .map(|(i, v)| (*i, v.clone()))
+                .collect();
+            let image = ImageMeasurements::new(pcrs).context("the served document has no image measurements to pin")?;
+            eprintln!(
+                "DANGER: pinned the image this server presents now, without comparing it with your build:\n{}\ncompare it with the enclave-pcr.json of the build you trust",
+                serde_json::to_string_pretty(&stored(&image))?
+            );
+            Some(image)
+        }
+        None => None,
+    };
+    if let Some(image) = to_pin {
+        config.add(&image);
+        config.save(&conn.wallet)?;
+        v["pinned"] = json!(stored(&image));
+    }
+    out.result(&v);
+    Ok(())
 }
 
 fn verify(a: VerifyArgs, out: Out) -> Result<()> {
@@ -117,20 +206,25 @@ fn verify(a: VerifyArgs, out: Out) -> Result<()> {
             &std::fs::read_to_string(root).with_context(|| format!("cannot read {}", root.display()))?,
         )?;
     }
-    for (i, v) in [
-        (0u8, &a.pcr0),
-        (1, &a.pcr1),
-        (2, &a.pcr2),
-        (3, &a.pcr3),
-        (4, &a.pcr4),
-        (8, &a.pcr8),
-    ] {
+    let mut pcrs = std::collections::BTreeMap::new();
+    for (i, v) in [(0u8, &a.pcr0), (1, &a.pcr1), (2, &a.pcr2), (8, &a.pcr8)] {
         if let Some(hex_value) = v {
-            policy = policy.expect_pcr(
+            pcrs.insert(
                 i,
                 hex::decode(hex_value).with_context(|| format!("--pcr{i} is not hex"))?,
             );
         }
+    }
+    let image_checked = !pcrs.is_empty() || a.pcr_file.is_some();
+    if let Some(file) = &a.pcr_file {
+        policy = policy.accept_image(read_pcr_file(file)?);
+    }
+    if !pcrs.is_empty() {
+        policy = policy.accept_image(ImageMeasurements::new(pcrs).context("the --pcrN options do not name an image")?);
+    } else if a.pcr_file.is_none() {
+        // Offline inspection of a document without an expectation: check everything but
+        // the image, and say so.
+        policy = policy.danger_accept_any_image();
     }
     let now = a.at.unwrap_or_else(|| {
         SystemTime::now()
@@ -143,6 +237,7 @@ fn verify(a: VerifyArgs, out: Out) -> Result<()> {
         Ok(verified) => {
             let mut v = fields(&verified.document);
             v["valid"] = json!(true);
+            v["imageChecked"] = json!(image_checked);
             out.result(&v);
             Ok(())
         }

@@ -1,5 +1,5 @@
 //! The device-share lifecycle: `tandem backup …` (encrypted files, Google Drive) and
-//! `tandem account export|import|refresh|verify`.
+//! `tandem account export|import`.
 //!
 //! Restoring always runs the enclave's recovery check before anything is written: a share
 //! that decrypts but does not match the account (a stale backup from before a refresh, a
@@ -17,9 +17,9 @@ use tandem_sdk::drive::{DriveClient, backup_file_name};
 use tandem_sdk::{Account, SdkError};
 
 use crate::conn::{Conn, WalletConfig};
-use crate::output::Out;
 use crate::secrets::{self, GoogleArgs, PassphraseArgs, Purpose};
 use crate::wallet::{Wallet, write_private};
+use tandem_cli::output::Out;
 
 /// `tandem backup …`
 #[derive(Subcommand, Debug)]
@@ -219,89 +219,13 @@ pub(crate) async fn import(conn: &Conn, out: Out, path: &Path, force: bool, pass
     Ok(())
 }
 
-/// `tandem account refresh`: new shares for the same key, the new device share persisted
-/// atomically, then confirmed to the enclave.
-pub(crate) async fn refresh(conn: &Conn, out: Out, selector: Option<&str>) -> Result<()> {
-    let wallet = Wallet::open(&conn.wallet)?;
-    let old = wallet.find(selector)?;
-    let client = conn.client()?;
-    let started = Instant::now();
-    let progress = |stage: u8, what: &'static str| {
-        out.progress(&format!(
-            "  [{stage}/3] {what} ({:.2}s)",
-            started.elapsed().as_secs_f64()
-        ));
-    };
-    let new = match client.refresh_with_progress(&old, progress).await {
-        // The wallet holds the share of an earlier refresh the enclave has not seen used
-        // yet (its confirmation was cut off): confirm it, then refresh.
-        Err(e) if e.code() == Some(ErrorCode::MpcInvalidShare) => {
-            out.progress("  an earlier refresh is unconfirmed: confirming it first (recovery check)…");
-            client.recover(&old).await.map_err(recovery_error)?;
-            client.refresh_with_progress(&old, progress).await
-        }
-        other => other,
-    }
-    .context("the refresh failed; the account keeps its current shares (nothing changed in the wallet)")?;
-    let refresh_ms = started.elapsed().as_millis() as u64;
-    if new.address() != old.address() || new.public_key() != old.public_key() {
-        bail!("the refresh produced another key; the wallet keeps the old share");
-    }
-    // Persist before confirming: until the enclave sees the new share used, it keeps the
-    // old one, so a crash here loses nothing. The old file stays in place until the new
-    // one is complete on disk.
-    let t = Instant::now();
-    wallet
-        .save(&new)
-        .context("cannot write the new share; the enclave still accepts the old one, which the wallet keeps")?;
-    let persist_ms = t.elapsed().as_millis() as u64;
-    out.progress("  confirming the new share with the enclave (recovery check)…");
-    let t = Instant::now();
-    let confirmed = client.recover(&new).await;
-    let confirm_ms = t.elapsed().as_millis() as u64;
-    let mut report = json!({
-        "accountId": new.id().to_string(),
-        "address": new.address().to_string(),
-        "refreshMs": refresh_ms,
-        "persistMs": persist_ms,
-        "confirmMs": confirm_ms,
-        "totalMs": started.elapsed().as_millis() as u64,
-        "confirmed": confirmed.is_ok(),
-    });
-    if let Err(e) = confirmed {
-        out.result(&report);
-        return Err(anyhow::Error::new(e).context(
-            "the new share is saved but not confirmed yet; the next `tandem sign …` or `tandem account verify` confirms it",
-        ));
-    }
-    report["note"] =
-        json!("backups made before this refresh no longer work: make a new one (tandem backup create / google push)");
-    out.result(&report);
-    Ok(())
-}
-
-/// `tandem account verify`: the recovery check for an account already in the wallet (also
-/// confirms a refreshed share).
-pub(crate) async fn verify(conn: &Conn, out: Out, selector: Option<&str>) -> Result<()> {
-    let wallet = Wallet::open(&conn.wallet)?;
-    let account = wallet.find(selector)?;
-    let started = Instant::now();
-    conn.client()?.recover(&account).await.map_err(recovery_error)?;
-    out.result(&json!({
-        "accountId": account.id().to_string(),
-        "address": account.address().to_string(),
-        "verified": true,
-        "ms": started.elapsed().as_millis() as u64,
-    }));
-    Ok(())
-}
-
-/// Encrypts `account` with the wallet's pinned PCRs, showing progress while Argon2id runs.
+/// Encrypts `account` with the wallet's accepted images, showing progress while Argon2id
+/// runs.
 async fn encrypt(conn: &Conn, account: &Account, passphrase: &PassphraseArgs, out: Out) -> Result<(Vec<u8>, Value)> {
     let pass = secrets::passphrase(passphrase, Purpose::NewBackup)?;
-    let pcrs = WalletConfig::load(&conn.wallet)?.pcr_bytes()?;
-    let pcr_count = pcrs.len();
-    let contents = BackupContents::new(account.clone()).with_expected_pcrs(pcrs);
+    let images = WalletConfig::load(&conn.wallet)?.images()?;
+    let image_count = images.len();
+    let contents = BackupContents::new(account.clone()).with_accepted_images(&images);
     let kdf = KdfParams::DEFAULT;
     out.progress(&format!(
         "  deriving the backup key (Argon2id, {} MiB, {} passes)…",
@@ -319,14 +243,14 @@ async fn encrypt(conn: &Conn, account: &Account, passphrase: &PassphraseArgs, ou
         "address": account.address().to_string(),
         "bytes": file.len(),
         "kdf": format!("argon2id m={}KiB t={} p={}", kdf.m_cost_kib, kdf.t_cost, kdf.p_cost),
-        "pcrs": pcr_count,
+        "acceptedImages": image_count,
         "encryptSeconds": secs,
     });
     Ok((file, report))
 }
 
 /// Decrypts `bytes`, runs the recovery check, and only then writes the account (and the
-/// backup's PCRs, if the wallet pinned none) to the wallet.
+/// backup's accepted images, if the wallet accepts none) to the wallet.
 async fn restore(
     conn: &Conn,
     out: Out,
@@ -366,23 +290,22 @@ async fn restore(
     let decrypt_secs = seconds(started);
     out.progress(&format!("  decrypted in {decrypt_secs:.2}s"));
 
-    // A wallet without pinned PCRs adopts the backup's, so the restored device trusts the
-    // same enclave image as before; a wallet with its own keeps them.
+    // A wallet that accepts no image adopts the backup's (the user's own, encrypted), so
+    // the restored device trusts the same enclave images as before; a wallet with its own
+    // keeps them.
     let mut config = WalletConfig::load(&conn.wallet)?;
-    let adopt = config.expected_pcrs.is_empty() && !contents.expected_pcrs.is_empty();
+    let adopt = config.accepted_images.is_empty() && !contents.images().is_empty();
     if adopt {
-        config.expected_pcrs = contents
-            .expected_pcrs
-            .iter()
-            .map(|(i, v)| (*i, hex::encode(v)))
-            .collect();
+        for image in contents.images() {
+            config.add(&image);
+        }
     }
     let mut report = verify_and_store(conn, out, contents.account, &config, force).await?;
     if adopt {
         config.save(&conn.wallet)?;
     }
     report["decryptSeconds"] = json!(decrypt_secs);
-    report["pcrsAdopted"] = json!(adopt);
+    report["imagesAdopted"] = json!(adopt);
     report["backupCreatedAt"] = json!(contents.created_at);
     out.result(&report);
     Ok(())
@@ -422,7 +345,7 @@ async fn verify_and_store(
 }
 
 /// Explains a failed recovery check; the wallet was not touched.
-fn recovery_error(e: SdkError) -> anyhow::Error {
+pub(crate) fn recovery_error(e: SdkError) -> anyhow::Error {
     let hint = match e.code() {
         Some(ErrorCode::RecoveryFailed) => {
             "RECOVERY_FAILED: the enclave does not accept this share for the account (a backup from before a refresh, or another device's); nothing was written"
@@ -443,6 +366,6 @@ fn read_file(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
-fn seconds(started: Instant) -> f64 {
+pub(crate) fn seconds(started: Instant) -> f64 {
     (started.elapsed().as_secs_f64() * 100.0).round() / 100.0
 }

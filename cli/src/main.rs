@@ -3,15 +3,12 @@
 //! Every account is a 2-of-2 key: this CLI holds the device share (in the wallet
 //! directory), the enclave holds the other; signatures need both.
 
+mod account;
 mod attestation;
 mod backup;
-mod bench;
-mod commands;
 mod conn;
-mod demo;
-mod local;
-mod output;
 mod secrets;
+mod sign;
 mod wallet;
 
 use std::path::PathBuf;
@@ -19,14 +16,12 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::output::Out;
+use tandem_cli::output::Out;
 
 /// Tandem: a two-party (2-of-2) threshold ECDSA wallet for Ethereum.
 ///
 /// Your device holds one key share, the enclave the other; neither ever holds the whole
-/// key. Try it without any setup:
-///
-///   tandem demo
+/// key. To try the whole system on this machine first, run `tandem-dev demo`.
 ///
 /// Against a running enclave (see `tandem-enclave --help`):
 ///
@@ -63,27 +58,33 @@ struct Global {
     /// e.g. the `ca.pem` that `tandem-proxy --self-signed DIR` writes.
     #[arg(long, global = true, env = "TANDEM_CA_CERT")]
     ca_cert: Option<PathBuf>,
+    /// Also accept the enclave image measured in this file (the build's enclave-pcr.json),
+    /// for this command, beside the wallet's pinned images (`tandem attestation pin`).
+    /// Repeatable; the environment variable takes a comma-separated list.
+    #[arg(
+        long,
+        global = true,
+        env = "TANDEM_PCR_FILE",
+        value_delimiter = ',',
+        value_name = "FILE"
+    )]
+    pcr_file: Vec<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Create, list, show, export, import, refresh and verify accounts.
     #[command(subcommand)]
-    Account(commands::AccountCmd),
+    Account(account::AccountCmd),
     /// Verify attestation documents, offline or from a live enclave.
     #[command(subcommand)]
     Attestation(attestation::AttestationCmd),
     /// Sign a hash, a message, typed data or a transaction.
     #[command(subcommand)]
-    Sign(commands::SignCmd),
+    Sign(sign::SignCmd),
     /// Encrypted backups of the device share: to a file or Google Drive, and restore.
     #[command(subcommand)]
     Backup(backup::BackupCmd),
-    /// Run the whole system on this machine: starts a mock-mode enclave, creates an
-    /// account, signs a message and an EIP-1559 transaction, verifies both.
-    Demo(demo::DemoArgs),
-    /// Load-test a server's signing: latency percentiles and signs per second.
-    Bench(bench::BenchArgs),
 }
 
 fn default_wallet() -> PathBuf {
@@ -96,46 +97,20 @@ fn default_wallet() -> PathBuf {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
     let out = Out { json: cli.global.json };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let conn = conn::Conn {
         server: cli.global.server.clone(),
         wallet: cli.global.wallet.clone().unwrap_or_else(default_wallet),
         mock_root: cli.global.mock_root.clone(),
         ca_cert: cli.global.ca_cert.clone(),
+        pcr_files: cli.global.pcr_file.clone(),
     };
-    let result = runtime.block_on(async {
+    tandem_cli::run_command(out, || async move {
         match cli.command {
-            Command::Account(cmd) => commands::account(cmd, &conn, out).await,
+            Command::Account(cmd) => account::run(cmd, &conn, out).await,
             Command::Attestation(cmd) => attestation::run(cmd, &conn, out).await,
-            Command::Sign(cmd) => commands::sign(cmd, &conn, out).await,
+            Command::Sign(cmd) => sign::run(cmd, &conn, out).await,
             Command::Backup(cmd) => backup::run(cmd, &conn, out).await,
-            Command::Demo(args) => demo::run(args, out).await,
-            Command::Bench(args) => bench::run(args, &conn, out).await,
         }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.is::<output::Reported>() => ExitCode::FAILURE,
-        Err(e) => {
-            if out.json {
-                println!("{}", serde_json::json!({"error": format!("{e:#}")}));
-            } else {
-                eprintln!("error: {e:#}");
-            }
-            ExitCode::FAILURE
-        }
-    }
+    })
 }

@@ -4,14 +4,14 @@ use serde_json::Value;
 
 /// Where command results go.
 #[derive(Clone, Copy)]
-pub(crate) struct Out {
+pub struct Out {
     /// Print JSON objects (for scripts) instead of aligned text.
-    pub(crate) json: bool,
+    pub json: bool,
 }
 
 impl Out {
     /// Prints a result: `fields` as `key: value` lines, or the whole object as JSON.
-    pub(crate) fn result(&self, value: &Value) {
+    pub fn result(&self, value: &Value) {
         if self.json {
             println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
             return;
@@ -31,7 +31,7 @@ impl Out {
     }
 
     /// A progress line on stderr (never on stdout, which scripts parse). Silent with --json.
-    pub(crate) fn progress(&self, line: &str) {
+    pub fn progress(&self, line: &str) {
         if !self.json {
             eprintln!("{line}");
         }
@@ -41,7 +41,7 @@ impl Out {
 /// An error whose explanation was already printed (as the command's result); the process
 /// only needs to exit non-zero.
 #[derive(Debug)]
-pub(crate) struct Reported;
+pub struct Reported;
 
 impl std::fmt::Display for Reported {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use tandem_sdk::backup::{MIN_PASSPHRASE_CHARS, Passphrase};
+use tandem_sdk::backup::{Passphrase, check_passphrase};
 use tandem_sdk::drive::{GOOGLE_APIS, OAuthToken};
 use zeroize::Zeroizing;
 
@@ -49,20 +49,20 @@ pub(crate) fn passphrase(args: &PassphraseArgs, purpose: Purpose) -> Result<Pass
                 Purpose::NewBackup => "New backup passphrase: ",
                 Purpose::OpenBackup => "Backup passphrase: ",
             })?;
-            // Asked twice for a new backup: a typo would make it unreadable.
-            if purpose == Purpose::NewBackup
-                && first.chars() >= MIN_PASSPHRASE_CHARS
-                && prompt("Repeat the passphrase: ")? != first
-            {
-                bail!("the two passphrases differ; nothing was written");
+            // Checked before asking again (a weak one would be refused anyway), then asked
+            // twice for a new backup: a typo would make it unreadable.
+            if purpose == Purpose::NewBackup {
+                check_passphrase(&first)?;
+                if prompt("Repeat the passphrase: ")? != first {
+                    bail!("the two passphrases differ; nothing was written");
+                }
             }
             first
         }
     };
-    if purpose == Purpose::NewBackup && pass.chars() < MIN_PASSPHRASE_CHARS {
-        bail!(
-            "the passphrase is too short: use at least {MIN_PASSPHRASE_CHARS} characters (a few random words is better)"
-        );
+    if purpose == Purpose::NewBackup {
+        // The SDK's rule, the same wherever a backup is made.
+        check_passphrase(&pass)?;
     }
     Ok(pass)
 }

@@ -1,75 +1,42 @@
 //! Black-box tests of the `tandem` binary against an enclave on a loopback port.
 #![allow(clippy::unwrap_used)] // test helpers unwrap: a panic is a failed test
 
-use std::path::Path;
-
 use alloy_consensus::transaction::SignerRecoverable;
 use alloy_consensus::{Transaction as _, TxEnvelope};
 use alloy_eips::eip2718::Decodable2718;
 use alloy_primitives::{Address, B256, Signature};
 use serde_json::Value;
-use tandem_enclave::config::Config;
-use tandem_enclave::server::{Listener, Server, run};
-use tokio_util::sync::CancellationToken;
+use tandem_testkit::{Served, Tandem};
 
 struct Env {
-    url: String,
-    mock_root: String,
+    served: Served,
     wallet: tempfile::TempDir,
-    _data: tempfile::TempDir,
-    stop: CancellationToken,
 }
 
-impl Drop for Env {
-    fn drop(&mut self) {
-        self.stop.cancel();
+impl std::ops::Deref for Env {
+    type Target = Served;
+    fn deref(&self) -> &Served {
+        &self.served
+    }
+}
+
+impl Env {
+    /// The `tandem` runner for this test's wallet, trusting the enclave's image.
+    fn cli(&self) -> Tandem {
+        self.served.tandem(env!("CARGO_BIN_EXE_tandem"), self.wallet.path())
     }
 }
 
 async fn env() -> Env {
-    let data = tempfile::tempdir().unwrap();
-    let server = Server::open(&Config::mock(data.path())).unwrap();
-    let mock_root = server.dev_root_pem().unwrap().to_str().unwrap().to_string();
-    let listener = Listener::bind(&"tcp://127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap().authority().unwrap());
-    let stop = CancellationToken::new();
-    tokio::spawn(run(server, listener, stop.clone()));
     Env {
-        url,
-        mock_root,
+        served: Served::start("dev").await,
         wallet: tempfile::tempdir().unwrap(),
-        _data: data,
-        stop,
     }
 }
 
 /// Runs `tandem --server … --wallet … --json ARGS`; returns (success, stdout JSON, stderr).
 async fn tandem(env: &Env, args: &[&str]) -> (bool, Value, String) {
-    run_in(env, env.wallet.path(), args).await
-}
-
-async fn run_in(env: &Env, wallet: &Path, args: &[&str]) -> (bool, Value, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args([
-            "--server",
-            &env.url,
-            "--wallet",
-            wallet.to_str().unwrap(),
-            "--json",
-            "--mock-root",
-            &env.mock_root,
-        ])
-        .args(args)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let value = serde_json::from_str(&stdout).unwrap_or(Value::Null);
-    (
-        out.status.success(),
-        value,
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    env.cli().run(args).await
 }
 
 fn sig(v: &Value) -> Signature {
@@ -95,7 +62,11 @@ async fn account_and_sign_commands_end_to_end() {
     assert_eq!(list.as_array().unwrap().len(), 1);
     let (ok, shown, err) = tandem(&env, &["account", "show", "--account", "alice"]).await;
     assert!(ok, "{err}");
-    assert_eq!(shown["serverAgrees"], true);
+    assert_eq!(
+        shown["enclaveConfirms"], true,
+        "the sealed recovery answer, not the host's word"
+    );
+    assert_eq!(shown["generation"], 1);
     assert_eq!(shown["accountId"], id.as_str());
 
     // The wallet file is private.
@@ -206,34 +177,13 @@ async fn bad_input_gets_clear_errors_and_a_failure_status() {
     assert!(v["error"].as_str().unwrap().contains("not an address"), "{v}");
 
     // A server that is down is reported as such.
-    let down = Env {
-        url: "http://127.0.0.1:1".into(),
-        mock_root: env.mock_root.clone(),
-        wallet: tempfile::tempdir().unwrap(),
-        _data: tempfile::tempdir().unwrap(),
-        stop: CancellationToken::new(),
+    let down = Tandem {
+        server: "http://127.0.0.1:1".into(),
+        ..env.cli()
     };
-    let (ok, v, _) = tandem(&down, &["account", "create"]).await;
+    let (ok, v, _) = down.run(&["account", "create"]).await;
     assert!(!ok);
     assert!(v["error"].as_str().unwrap().contains("cannot reach the server"), "{v}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn demo_runs_and_verifies() {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["demo", "--json"])
-        .output()
-        .await
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["verified"], true);
-    let raw = hex::decode(&v["rawTransaction"].as_str().unwrap()[2..]).unwrap();
-    let tx = TxEnvelope::decode_2718(&mut raw.as_slice()).unwrap();
-    assert_eq!(
-        tx.recover_signer().unwrap(),
-        v["address"].as_str().unwrap().parse::<Address>().unwrap()
-    );
 }
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/nitro/");
@@ -251,20 +201,56 @@ async fn verify(args: &[&str]) -> (bool, Value) {
     )
 }
 
+/// Writes an `enclave-pcr.json` with `doc`'s PCR0–2 (what its build would publish).
+fn pcr_file_of(doc: &[u8]) -> tempfile::NamedTempFile {
+    let pcrs = tandem_core::attestation::SignedDocument::parse(doc)
+        .unwrap()
+        .document
+        .pcrs;
+    let json = serde_json::json!({
+        "PCR0": hex::encode(&pcrs[&0]),
+        "PCR1": hex::encode(&pcrs[&1]),
+        "PCR2": hex::encode(&pcrs[&2]),
+    });
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), json.to_string()).unwrap();
+    file
+}
+
 #[tokio::test]
 async fn attestation_verify_on_real_documents() {
     let qos = format!("{FIXTURES}qos-2022-07-06.cose");
     let at = (1657117102484u64 / 1000 + 60).to_string();
     let pcr0 = "f8bb0133c427bc49aa39f6811a01077ce9ab7e635fa1f5439c9c8bf99754f8230e41b09426b0e595eebdc4d6ed4bc3b6";
-    let (ok, v) = verify(&["--doc", &qos, "--at", &at, "--pcr0", pcr0]).await;
+    let image = pcr_file_of(&std::fs::read(&qos).unwrap());
+    let (ok, v) = verify(&["--doc", &qos, "--at", &at, "--pcr-file", image.path().to_str().unwrap()]).await;
     assert!(ok, "{v}");
     assert_eq!(v["valid"], true);
+    assert_eq!(v["imageChecked"], true);
     assert_eq!(v["pcrs"]["pcr0"], pcr0);
 
-    let (ok, v) = verify(&["--doc", &qos, "--at", &at, "--pcr0", &"00".repeat(48)]).await;
+    // Without an expected image every other check is made, and the output says so.
+    let (ok, v) = verify(&["--doc", &qos, "--at", &at]).await;
+    assert!(ok, "{v}");
+    assert_eq!(v["imageChecked"], false);
+
+    // Another image: refused, naming the PCR.
+    let evervault = pcr_file_of(&std::fs::read(format!("{FIXTURES}evervault-2022-10-13.cose")).unwrap());
+    let (ok, v) = verify(&[
+        "--doc",
+        &qos,
+        "--at",
+        &at,
+        "--pcr-file",
+        evervault.path().to_str().unwrap(),
+    ])
+    .await;
     assert!(!ok);
     assert_eq!(v["valid"], false);
     assert!(v["reason"].as_str().unwrap().contains("PCR0"), "{v}");
+    // PCR0 alone does not name an image.
+    let (ok, _) = verify(&["--doc", &qos, "--at", &at, "--pcr0", pcr0]).await;
+    assert!(!ok);
 
     let (ok, v) = verify(&["--doc", &qos]).await; // today: far outside the document's freshness
     assert!(!ok);
@@ -289,28 +275,63 @@ async fn attestation_verify_on_real_documents() {
     assert!(v["reason"].as_str().unwrap().contains("signature"), "{v}");
 }
 
+/// `tandem … ARGS` without the test's `--pcr-file` (so only the wallet's pins apply).
+async fn tandem_unpinned(env: &Env, args: &[&str]) -> (bool, Value, String) {
+    env.cli().unpinned().run(args).await
+}
+
+/// Pinning takes the image from a file given out of band; `fetch --save-pcrs FILE` pins it
+/// only when the live enclave runs it; only `--danger-pin-served-image` pins what the
+/// server presents, and says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn attestation_fetch_saves_pcrs_and_pins_them() {
+async fn attestation_fetch_pins_only_an_image_given_out_of_band() {
     let env = env().await;
-    let (ok, v, err) = tandem(&env, &["attestation", "fetch", "--save-pcrs"]).await;
-    assert!(ok, "{err}");
-    assert_eq!(v["valid"], true);
+    // Nothing pinned: refused, with the way out.
+    let (ok, v, _) = tandem_unpinned(&env, &["attestation", "fetch"]).await;
+    assert!(!ok);
+    assert!(
+        v["error"].as_str().unwrap().contains("no enclave image is pinned"),
+        "{v}"
+    );
+
+    // Another image's file: the live enclave does not match, nothing is pinned.
+    let other = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        other.path(),
+        tandem_enclave::attester::pcr_file_json(&tandem_enclave::attester::image_pcrs("other").unwrap()),
+    )
+    .unwrap();
+    let (ok, v, _) = tandem_unpinned(
+        &env,
+        &["attestation", "fetch", "--save-pcrs", other.path().to_str().unwrap()],
+    )
+    .await;
+    assert!(!ok);
+    assert!(v["error"].as_str().unwrap().contains("PCR0"), "{v}");
+    assert!(!env.wallet.path().join("config.json").exists());
+
+    // The enclave's own file: verified against the live enclave, then pinned.
+    let (ok, v, err) = tandem_unpinned(&env, &["attestation", "fetch", "--save-pcrs", &env.pcr_file]).await;
+    assert!(ok, "{v} {err}");
     assert_eq!(v["mock"], true);
     let config: Value =
         serde_json::from_str(&std::fs::read_to_string(env.wallet.path().join("config.json")).unwrap()).unwrap();
     assert!(
-        config["expectedPcrs"]["0"]
+        config["acceptedImages"][0]["PCR0"]
             .as_str()
             .unwrap()
             .starts_with(&hex::encode("TANDEM-DEV-PCR0"))
     );
-    // With a wrong pinned PCR, flows refuse the enclave.
-    let mut config = config;
-    config["expectedPcrs"]["0"] = Value::String("ab".repeat(48));
-    std::fs::write(env.wallet.path().join("config.json"), config.to_string()).unwrap();
-    let (ok, v, _) = tandem(&env, &["account", "create"]).await;
-    assert!(!ok);
-    assert!(v["error"].as_str().unwrap().contains("PCR0"), "{v}");
+    let (ok, _, err) = tandem_unpinned(&env, &["account", "create"]).await;
+    assert!(ok, "the pinned image is trusted: {err}");
+
+    // Trust on first use only when asked for by its dangerous name, and it says what it did.
+    std::fs::remove_file(env.wallet.path().join("config.json")).unwrap();
+    let (ok, v, err) = tandem_unpinned(&env, &["attestation", "fetch", "--danger-pin-served-image"]).await;
+    assert!(ok, "{v} {err}");
+    assert!(err.contains("DANGER"), "{err}");
+    assert!(v["pinned"]["PCR0"].as_str().is_some(), "{v}");
+
     // Without --mock-root the mock enclave is not trusted at all.
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
         .args([

@@ -10,44 +10,23 @@ use std::time::Instant;
 
 use alloy_primitives::{Address, Signature};
 use serde_json::Value;
-use tandem_enclave::config::Config;
-use tandem_enclave::server::{Listener, Server, run};
-use tokio_util::sync::CancellationToken;
+use tandem_testkit::{Served, error_of};
 
 const PASSPHRASE: &str = "correct horse battery staple";
 
 struct Env {
-    url: String,
-    mock_root: String,
+    served: Served,
     /// Holds the wallets, passphrase files and backups of one test.
     dir: tempfile::TempDir,
-    _data: tempfile::TempDir,
-    stop: CancellationToken,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
 }
 
 async fn env() -> Env {
-    let data = tempfile::tempdir().unwrap();
-    let server = Server::open(&Config::mock(data.path())).unwrap();
-    let mock_root = server.dev_root_pem().unwrap().to_str().unwrap().to_string();
-    let listener = Listener::bind(&"tcp://127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap().authority().unwrap());
-    let stop = CancellationToken::new();
-    tokio::spawn(run(server, listener, stop.clone()));
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("pass"), format!("{PASSPHRASE}\n")).unwrap();
     std::fs::write(dir.path().join("wrong-pass"), "not the passphrase at all\n").unwrap();
     Env {
-        url,
-        mock_root,
+        served: Served::start("dev").await,
         dir,
-        _data: data,
-        stop,
     }
 }
 
@@ -66,30 +45,9 @@ impl Env {
     }
 
     async fn tandem_env(&self, wallet: &str, args: &[&str], envs: &[(&str, &str)]) -> (bool, Value, String) {
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
-            .args([
-                "--server",
-                &self.url,
-                "--wallet",
-                &self.p(wallet),
-                "--json",
-                "--mock-root",
-                &self.mock_root,
-            ])
-            .args(args)
-            .env_remove("TANDEM_GOOGLE_TOKEN")
-            .envs(envs.iter().copied())
-            .stdin(std::process::Stdio::null())
-            .output()
-            .await
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-        let value = serde_json::from_str(&stdout).unwrap_or(Value::Null);
-        (
-            out.status.success(),
-            value,
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
+        let mut cli = self.served.tandem(env!("CARGO_BIN_EXE_tandem"), &self.path(wallet));
+        cli.env = envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        cli.run(args).await
     }
 
     /// Creates an account in `wallet`; returns (id, address).
@@ -140,10 +98,6 @@ async fn restore(env: &Env, wallet: &str, file: &str, pass: &str) -> (bool, Valu
     .await
 }
 
-fn error_of(v: &Value) -> String {
-    v["error"].as_str().unwrap_or_default().to_string()
-}
-
 fn device_share(path: &Path) -> String {
     let v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     v["deviceShare"].as_str().unwrap().to_string()
@@ -155,8 +109,10 @@ async fn backup_wipe_restore_recover_sign() {
     let (id, address) = env.create("w", "alice").await;
     env.signs("w", &id, "before the backup", address).await;
     let share = device_share(&env.path("w").join(format!("{id}.json")));
-    // Pin the enclave's PCRs: the backup carries them to the restored device.
-    let (ok, _, err) = env.tandem("w", &["attestation", "fetch", "--save-pcrs"]).await;
+    // Pin the enclave's image: the backup carries it to the restored device.
+    let (ok, _, err) = env
+        .tandem("w", &["attestation", "pin", "--pcr-file", &env.served.pcr_file])
+        .await;
     assert!(ok, "{err}");
     let config = std::fs::read_to_string(env.path("w").join("config.json")).unwrap();
 
@@ -183,7 +139,7 @@ async fn backup_wipe_restore_recover_sign() {
         started.elapsed()
     );
     assert_eq!(v["kdf"], "argon2id m=65536KiB t=3 p=1");
-    assert_eq!(v["pcrs"], 4, "PCR0, 1, 2 and 8 travel in the backup");
+    assert_eq!(v["acceptedImages"], 1, "the pinned image travels in the backup");
     let file = std::fs::read(env.path("alice.backup")).unwrap();
     assert_eq!(&file[..8], b"TANDEMBK");
     let text = String::from_utf8_lossy(&file);
@@ -219,11 +175,11 @@ async fn backup_wipe_restore_recover_sign() {
     );
     assert_eq!(v["recovered"], true);
     assert_eq!(v["accountId"], id.as_str());
-    assert_eq!(v["pcrsAdopted"], true);
+    assert_eq!(v["imagesAdopted"], true);
     let restored: Value =
         serde_json::from_str(&std::fs::read_to_string(env.path("w").join("config.json")).unwrap()).unwrap();
     let original: Value = serde_json::from_str(&config).unwrap();
-    assert_eq!(restored["expectedPcrs"], original["expectedPcrs"]);
+    assert_eq!(restored["acceptedImages"], original["acceptedImages"]);
     assert_eq!(env.account_files("w").len(), 1);
     assert_eq!(device_share(&env.path("w").join(format!("{id}.json"))), share);
     env.signs("w", "alice", "after the restore", address).await;
@@ -312,13 +268,9 @@ async fn refresh_retires_old_shares_and_stale_backups() {
 
     // A refresh whose confirmation was cut off (the device saved the new share, the
     // enclave never saw it used): `tandem account refresh` confirms it, then refreshes.
-    let pem = std::fs::read_to_string(&env.mock_root).unwrap();
-    let client = tandem_sdk::Client::builder(&env.url)
-        .attestation(
-            tandem_sdk::attestation::AttestationPolicy::nitro()
-                .danger_allow_mock(&pem)
-                .unwrap(),
-        )
+    let pem = std::fs::read_to_string(&env.served.mock_root).unwrap();
+    let client = tandem_sdk::Client::builder(&env.served.url)
+        .attestation(tandem_testkit::mock_policy(&pem))
         .build()
         .unwrap();
     let current = tandem_sdk::Account::from_json(&std::fs::read_to_string(&file).unwrap()).unwrap();
@@ -478,7 +430,7 @@ async fn export_is_encrypted_unless_asked_and_import_checks_the_share() {
         )
         .await;
     assert!(!ok);
-    assert!(error_of(&v).contains("too short"), "{v}");
+    assert!(error_of(&v).contains("at least 8 characters"), "{v}");
     assert!(!env.path("x").exists());
 }
 

@@ -11,8 +11,15 @@
 //!    `rustls-webpki` *at the document's own time* (Nitro leaves live about three hours);
 //! 4. the ES384 signature verifies with the leaf's key;
 //! 5. the document is fresh against the caller's clock, and echoes the caller's nonce;
-//! 6. the PCRs the caller pinned match, and a debug enclave (PCR0–2 all zero) is refused
-//!    unless explicitly allowed.
+//! 6. its measurements are those of one of the images the caller accepts, and a debug
+//!    enclave (PCR0–2 all zero) is refused unless explicitly allowed.
+//!
+//! **No image accepted, nothing trusted.** Any AWS customer can run a genuine Nitro
+//! enclave, so the AWS root alone proves nothing about *which* code holds the key share:
+//! a policy refuses every document until at least one image is accepted
+//! ([`AttestationPolicy::accept_image`]), with measurements that come from the build
+//! (`enclave-pcr.json`), never from the host (review finding C1). Several images can be
+//! accepted at once, so a rolling upgrade needs no app release.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -54,8 +61,13 @@ pub enum AttestationError {
     /// The nonce does not echo the caller's.
     #[error("the document does not carry the expected nonce")]
     Nonce,
+    /// The policy accepts no image: nothing can be trusted.
+    #[error(
+        "no enclave image is pinned: configure the expected measurements (PCR0/1/2 or PCR8 from the build's enclave-pcr.json) before talking to an enclave"
+    )]
+    NoPinnedImage,
     /// A pinned PCR differs.
-    #[error("PCR{index} is {actual}, expected {expected}")]
+    #[error("PCR{index} is {actual}, expected {expected} (of the closest accepted image)")]
     Pcr {
         /// The register.
         index: u8,
@@ -72,14 +84,92 @@ pub enum AttestationError {
     Policy(String),
 }
 
-/// What a caller trusts. Build with [`AttestationPolicy::nitro`] and refine.
+/// What a caller trusts. Build with [`AttestationPolicy::nitro`] and refine: it accepts
+/// nothing until at least one image is accepted.
 #[derive(Clone, Debug)]
 pub struct AttestationPolicy {
     root_der: Vec<u8>,
     mock: bool,
-    expected_pcrs: BTreeMap<u8, Vec<u8>>,
+    images: Vec<ImageMeasurements>,
+    any_image: bool,
     max_age: Duration,
     allow_debug: bool,
+}
+
+/// The measurements of one enclave image a client accepts: PCR0, PCR1 and PCR2 (the
+/// image, kernel and application), or PCR8 (the certificate that signed the image), as
+/// `scripts/build-eif.sh` writes them to `enclave-pcr.json`. When PCR8 is given with
+/// PCR0–2, all must match.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageMeasurements {
+    pcrs: BTreeMap<u8, Vec<u8>>,
+}
+
+impl ImageMeasurements {
+    /// Measurements from PCR index → value (48 bytes each). Needs PCR0, PCR1 and PCR2, or
+    /// PCR8; other indices are refused (they say nothing about the image).
+    pub fn new(pcrs: BTreeMap<u8, Vec<u8>>) -> Result<Self, AttestationError> {
+        for (i, v) in &pcrs {
+            if ![0, 1, 2, 8].contains(i) {
+                return Err(AttestationError::Policy(format!(
+                    "PCR{i} does not identify an image: pin PCR0, PCR1 and PCR2, or PCR8"
+                )));
+            }
+            if v.len() != 48 {
+                return Err(AttestationError::Policy(format!(
+                    "PCR{i} must be 48 bytes (96 hex digits)"
+                )));
+            }
+            if v.iter().all(|b| *b == 0) {
+                return Err(AttestationError::Policy(format!(
+                    "PCR{i} is all zero: that is a debug enclave, not an image"
+                )));
+            }
+        }
+        let full = [0, 1, 2].iter().all(|i| pcrs.contains_key(i));
+        if !full && !pcrs.contains_key(&8) {
+            return Err(AttestationError::Policy(
+                "an image is identified by PCR0, PCR1 and PCR2 together, or by PCR8".into(),
+            ));
+        }
+        Ok(ImageMeasurements { pcrs })
+    }
+
+    /// Parses `enclave-pcr.json` (`{"PCR0": "<hex>", "PCR1": …, "PCR2": …, "PCR8": …}`, as
+    /// `build-eif.sh` writes it; nitro-cli's whole `{"Measurements": {…}}` output works too).
+    pub fn from_json(json: &str) -> Result<Self, AttestationError> {
+        let value: serde_json::Value = serde_json::from_str(json)
+            .map_err(|e| AttestationError::Policy(format!("measurements file is not JSON: {e}")))?;
+        let map = value.get("Measurements").unwrap_or(&value);
+        let obj = map
+            .as_object()
+            .ok_or_else(|| AttestationError::Policy("measurements file is not a JSON object".into()))?;
+        let mut pcrs = BTreeMap::new();
+        for (key, v) in obj {
+            let Some(index) = key.strip_prefix("PCR").and_then(|i| i.parse::<u8>().ok()) else {
+                continue; // e.g. nitro-cli's "HashAlgorithm"
+            };
+            let hex_value = v
+                .as_str()
+                .ok_or_else(|| AttestationError::Policy(format!("{key} is not a string")))?;
+            let bytes = hex::decode(hex_value).map_err(|_| AttestationError::Policy(format!("{key} is not hex")))?;
+            pcrs.insert(index, bytes);
+        }
+        ImageMeasurements::new(pcrs)
+    }
+
+    /// The pinned values.
+    pub fn pcrs(&self) -> &BTreeMap<u8, Vec<u8>> {
+        &self.pcrs
+    }
+
+    /// The first pinned PCR the document's differs from, if any.
+    fn mismatch(&self, actual: &BTreeMap<u8, Vec<u8>>) -> Option<(u8, &[u8])> {
+        self.pcrs
+            .iter()
+            .find(|(i, v)| actual.get(i) != Some(*v))
+            .map(|(i, v)| (*i, v.as_slice()))
+    }
 }
 
 /// A document that passed every check.
@@ -110,14 +200,16 @@ pub fn pem_to_der(pem: &str) -> Result<Vec<u8>, AttestationError> {
 
 impl AttestationPolicy {
     /// Production policy: the pinned AWS Nitro root, documents at most 5 minutes old, debug
-    /// enclaves refused, no PCR pinned yet (pin them with [`AttestationPolicy::expect_pcr`]).
+    /// enclaves refused, and no image accepted yet — it refuses every document until
+    /// [`AttestationPolicy::accept_image`] names at least one.
     pub fn nitro() -> Self {
         // invariant: the embedded PEM is a constant, checked against its pin in tests.
         let root_der = pem_to_der(AWS_NITRO_ROOT_G1_PEM).unwrap_or_default();
         AttestationPolicy {
             root_der,
             mock: false,
-            expected_pcrs: BTreeMap::new(),
+            images: Vec::new(),
+            any_image: false,
             max_age: Duration::from_secs(300),
             allow_debug: false,
         }
@@ -138,9 +230,11 @@ impl AttestationPolicy {
         Ok(self)
     }
 
-    /// Pins PCR `index` to `value` (48 bytes).
-    pub fn expect_pcr(mut self, index: u8, value: Vec<u8>) -> Self {
-        self.expected_pcrs.insert(index, value);
+    /// Accepts enclaves running `image` (add one per image a rolling upgrade may meet).
+    pub fn accept_image(mut self, image: ImageMeasurements) -> Self {
+        if !self.images.contains(&image) {
+            self.images.push(image);
+        }
         self
     }
 
@@ -161,9 +255,22 @@ impl AttestationPolicy {
         self.mock
     }
 
-    /// The pinned PCRs.
-    pub fn expected_pcrs(&self) -> &BTreeMap<u8, Vec<u8>> {
-        &self.expected_pcrs
+    /// DANGER: accepts a document of any image (every other check still applies). For
+    /// tools that inspect a document, or pin a served image on first use and say so;
+    /// never for a client that then seals a key share to the document's key.
+    pub fn danger_accept_any_image(mut self) -> Self {
+        self.any_image = true;
+        self
+    }
+
+    /// Whether this policy trusts some enclave at all (an image is accepted, or any).
+    pub fn trusts_an_image(&self) -> bool {
+        self.any_image || !self.images.is_empty()
+    }
+
+    /// The accepted images.
+    pub fn images(&self) -> &[ImageMeasurements] {
+        &self.images
     }
 
     /// Runs every check on `bytes`. `now_unix_secs` is the caller's clock; `nonce` the
@@ -174,6 +281,10 @@ impl AttestationPolicy {
         now_unix_secs: u64,
         nonce: Option<&[u8]>,
     ) -> Result<VerifiedDocument, AttestationError> {
+        // First: a policy that accepts no image trusts nothing, whatever the document.
+        if !self.trusts_an_image() {
+            return Err(AttestationError::NoPinnedImage);
+        }
         let signed = SignedDocument::parse(bytes).map_err(|e| AttestationError::Malformed(e.to_string()))?;
         let doc = &signed.document;
         if doc.digest != "SHA384" {
@@ -253,20 +364,24 @@ impl AttestationPolicy {
             return Err(AttestationError::Nonce);
         }
 
-        // 6. PCRs and debug mode.
-        for (index, expected) in &self.expected_pcrs {
-            let actual = doc.pcrs.get(index).cloned().unwrap_or_default();
-            if &actual != expected {
+        // 6. Debug mode (PCR0–2 zero: nothing to pin, and the host can read its memory),
+        // then the image.
+        let zero = |i: u8| doc.pcrs.get(&i).is_none_or(|v| v.iter().all(|b| *b == 0));
+        if zero(0) && zero(1) && zero(2) {
+            if !self.allow_debug {
+                return Err(AttestationError::DebugMode);
+            }
+        } else if !self.any_image {
+            let mismatches: Vec<(u8, &[u8])> = self.images.iter().filter_map(|i| i.mismatch(&doc.pcrs)).collect();
+            if mismatches.len() == self.images.len()
+                && let Some((index, expected)) = mismatches.first()
+            {
                 return Err(AttestationError::Pcr {
                     index: *index,
-                    actual: hex::encode(actual),
+                    actual: hex::encode(doc.pcrs.get(index).cloned().unwrap_or_default()),
                     expected: hex::encode(expected),
                 });
             }
-        }
-        let zero = |i: u8| doc.pcrs.get(&i).is_none_or(|v| v.iter().all(|b| *b == 0));
-        if zero(0) && zero(1) && zero(2) && !self.allow_debug {
-            return Err(AttestationError::DebugMode);
         }
         Ok(VerifiedDocument {
             document: signed.document,
@@ -293,6 +408,79 @@ mod tests {
         SignedDocument::parse(doc).unwrap().document.timestamp_ms / 1000 + 60
     }
 
+    /// The image a document's PCR0–2 describe.
+    fn image_of(doc: &[u8]) -> ImageMeasurements {
+        let pcrs = SignedDocument::parse(doc).unwrap().document.pcrs;
+        ImageMeasurements::new([0u8, 1, 2].iter().map(|i| (*i, pcrs[i].clone())).collect()).unwrap()
+    }
+
+    fn pinned_to(doc: &[u8]) -> AttestationPolicy {
+        AttestationPolicy::nitro().accept_image(image_of(doc))
+    }
+
+    /// Review finding C1: with no image pinned, a genuine Nitro document (any AWS
+    /// customer's enclave) is refused — before anything could be sealed to its key.
+    #[test]
+    fn a_genuine_document_is_refused_when_no_image_is_pinned() {
+        for name in ["qos-2022-07-06.cose", "evervault-2022-10-13.cose"] {
+            let doc = fixture(name);
+            assert_eq!(
+                AttestationPolicy::nitro().verify(&doc, at(&doc), None).unwrap_err(),
+                AttestationError::NoPinnedImage,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn any_of_several_accepted_images_is_trusted_and_others_are_named() {
+        let qos = fixture("qos-2022-07-06.cose");
+        let ever = fixture("evervault-2022-10-13.cose");
+        let both = AttestationPolicy::nitro()
+            .accept_image(image_of(&qos))
+            .accept_image(image_of(&ever));
+        both.verify(&qos, at(&qos), None).unwrap();
+        both.verify(&ever, at(&ever), None).unwrap();
+        let only_qos = pinned_to(&qos);
+        assert!(matches!(
+            only_qos.verify(&ever, at(&ever), None).unwrap_err(),
+            AttestationError::Pcr { index: 0, .. }
+        ));
+        // A signed image pinned by PCR8 alone.
+        let pcr8 = SignedDocument::parse(&ever).unwrap().document.pcrs[&8].clone();
+        let by_signer = AttestationPolicy::nitro()
+            .accept_image(ImageMeasurements::new([(8u8, pcr8)].into_iter().collect()).unwrap());
+        by_signer.verify(&ever, at(&ever), None).unwrap();
+        assert!(matches!(
+            by_signer.verify(&qos, at(&qos), None).unwrap_err(),
+            AttestationError::Pcr { index: 8, .. }
+        ));
+    }
+
+    #[test]
+    fn measurements_files_parse_and_incomplete_ones_are_refused() {
+        let h = |b: u8| hex::encode([b; 48]);
+        let json = format!(r#"{{"PCR0":"{}","PCR1":"{}","PCR2":"{}"}}"#, h(1), h(2), h(3));
+        let img = ImageMeasurements::from_json(&json).unwrap();
+        assert_eq!(img.pcrs()[&2], vec![3; 48]);
+        let nitro_cli = format!(
+            r#"{{"Measurements":{{"HashAlgorithm":"Sha384 {{ ... }}","PCR0":"{}","PCR1":"{}","PCR2":"{}"}}}}"#,
+            h(1),
+            h(2),
+            h(3)
+        );
+        assert_eq!(ImageMeasurements::from_json(&nitro_cli).unwrap(), img);
+        for bad in [
+            format!(r#"{{"PCR0":"{}"}}"#, h(1)),
+            format!(r#"{{"PCR0":"{}","PCR1":"{}","PCR2":"{}"}}"#, h(0), h(2), h(3)),
+            format!(r#"{{"PCR4":"{}"}}"#, h(4)),
+            r#"{"PCR8":"abcd"}"#.to_string(),
+            "[1]".to_string(),
+        ] {
+            assert!(ImageMeasurements::from_json(&bad).is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn the_embedded_root_matches_its_pin_and_the_fixture() {
         assert_eq!(hex::encode(Sha256::digest(nitro_root())), AWS_NITRO_ROOT_G1_SHA256);
@@ -317,7 +505,8 @@ mod tests {
             ),
         ] {
             let doc = fixture(name);
-            let policy = AttestationPolicy::nitro().expect_pcr(0, hex::decode(pcr0).unwrap());
+            assert_eq!(hex::encode(&image_of(&doc).pcrs()[&0]), pcr0);
+            let policy = pinned_to(&doc);
             let v = policy
                 .verify(&doc, at(&doc), None)
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -328,21 +517,21 @@ mod tests {
     #[test]
     fn debug_mode_is_refused_unless_allowed() {
         let doc = fixture("evervault-debug-2022-10-12.cose");
+        // A debug enclave's PCRs are zero: no image can be pinned for it, and it is refused
+        // unless debug enclaves are explicitly allowed.
+        let policy = pinned_to(&fixture("qos-2022-07-06.cose"));
         assert_eq!(
-            AttestationPolicy::nitro().verify(&doc, at(&doc), None).unwrap_err(),
+            policy.verify(&doc, at(&doc), None).unwrap_err(),
             AttestationError::DebugMode
         );
-        AttestationPolicy::nitro()
-            .danger_allow_debug(true)
-            .verify(&doc, at(&doc), None)
-            .unwrap();
+        policy.danger_allow_debug(true).verify(&doc, at(&doc), None).unwrap();
     }
 
     #[test]
     fn each_defect_has_its_own_reason() {
         let doc = fixture("qos-2022-07-06.cose");
         let now = at(&doc);
-        let policy = AttestationPolicy::nitro();
+        let policy = pinned_to(&doc);
         policy.verify(&doc, now, None).unwrap();
 
         // Time outside the leaf's validity: the chain is checked at the document's time, so
@@ -356,7 +545,9 @@ mod tests {
             AttestationError::Stale { .. }
         ));
         // Wrong PCR.
-        let wrong = AttestationPolicy::nitro().expect_pcr(0, vec![0xab; 48]);
+        let mut other = image_of(&doc).pcrs().clone();
+        other.insert(0, vec![0xab; 48]);
+        let wrong = AttestationPolicy::nitro().accept_image(ImageMeasurements::new(other).unwrap());
         assert!(matches!(
             wrong.verify(&doc, now, None).unwrap_err(),
             AttestationError::Pcr { index: 0, .. }
@@ -381,7 +572,7 @@ mod tests {
         };
         let foreign = AttestationPolicy {
             root_der: other_root,
-            ..AttestationPolicy::nitro()
+            ..pinned_to(&doc)
         };
         assert!(matches!(
             foreign.verify(&doc, now, None).unwrap_err(),
@@ -393,7 +584,7 @@ mod tests {
     fn a_flipped_byte_anywhere_is_refused() {
         let doc = fixture("qos-2022-07-06.cose");
         let now = at(&doc);
-        let policy = AttestationPolicy::nitro();
+        let policy = pinned_to(&doc);
         let signed = SignedDocument::parse(&doc).unwrap();
         // Locate regions: the signature is the last 96 bytes; the leaf certificate and the
         // cabundle are inside the payload.

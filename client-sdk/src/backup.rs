@@ -82,7 +82,11 @@ pub const MIN_PASSPHRASE_CHARS: usize = 8;
 
 const KDF_ARGON2ID_V13: u8 = 1;
 const AEAD_XCHACHA20POLY1305: u8 = 1;
-const CONTENTS_VERSION: u8 = 1;
+/// Contents version 2 carries a list of accepted images; version 1 (one PCR map) is
+/// still read, as one image.
+const CONTENTS_VERSION: u8 = 2;
+const CONTENTS_VERSION_1: u8 = 1;
+const MAX_IMAGES: usize = 16;
 const SALT_LEN: usize = 16;
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
@@ -155,7 +159,7 @@ pub enum BackupError {
     Contents(String),
     /// The passphrase is refused for a new backup.
     #[error("passphrase refused: {0}")]
-    WeakPassphrase(&'static str),
+    WeakPassphrase(String),
     /// The device could not provide the KDF's memory, or its RNG failed.
     #[error("resource error: {0}")]
     Resource(&'static str),
@@ -252,7 +256,9 @@ pub struct KdfLimits {
 
 impl KdfLimits {
     /// What [`encrypt`] and [`decrypt`] apply. Floor: 19 MiB, 2 passes (OWASP's minimum for
-    /// Argon2id); ceiling: 1 GiB, 10 passes, 4 lanes (a few seconds at worst).
+    /// Argon2id); ceiling: 256 MiB, 4 passes, 4 lanes — a hostile file must not cost a
+    /// phone more than about a second and a quarter of a gigabyte before its tag is checked
+    /// (review finding L3). Backups made with more need [`KdfLimits::danger_allow_expensive`].
     pub const STANDARD: KdfLimits = KdfLimits {
         floor: KdfParams {
             m_cost_kib: 19 * 1024,
@@ -260,11 +266,25 @@ impl KdfLimits {
             p_cost: 1,
         },
         ceiling: KdfParams {
-            m_cost_kib: 1024 * 1024,
-            t_cost: 10,
+            m_cost_kib: 256 * 1024,
+            t_cost: 4,
             p_cost: 4,
         },
     };
+
+    /// DANGER: raises the ceiling to 1 GiB, 10 passes, 4 lanes (several seconds and a
+    /// gigabyte), for a file the caller knows it made with such parameters. A file from an
+    /// untrusted source can then cost that much before its authenticity is known.
+    pub fn danger_allow_expensive() -> Self {
+        KdfLimits {
+            floor: Self::STANDARD.floor,
+            ceiling: KdfParams {
+                m_cost_kib: 1024 * 1024,
+                t_cost: 10,
+                p_cost: 4,
+            },
+        }
+    }
 
     /// DANGER: accepts Argon2id's own minimum (8 KiB, 1 pass), which a passphrase
     /// brute-force barely notices. Only for tests that must decrypt thousands of files;
@@ -416,37 +436,51 @@ impl BackupHeader {
     }
 }
 
-/// What a backup holds: the account (device share and auth key included) and the PCRs the
-/// user expects of the enclave, so a restored device trusts the same enclave image.
+/// What a backup holds: the account (device share and auth key included, with the
+/// generation the device last saw and its misbehaved mark) and the enclave images the
+/// user accepts, so a restored device trusts the same enclave images.
 pub struct BackupContents {
     /// The account, as [`Account::to_json`] stored it.
     pub account: Account,
-    /// PCR index → expected value (48 bytes for SHA-384), possibly empty.
-    pub expected_pcrs: BTreeMap<u8, Vec<u8>>,
+    /// Each accepted image's PCR index → value (48 bytes for SHA-384), possibly none.
+    pub accepted_images: Vec<BTreeMap<u8, Vec<u8>>>,
     /// When the backup was made, Unix seconds (the device's clock).
     pub created_at: u64,
 }
 
 impl BackupContents {
-    /// Contents holding `account` and no PCRs, dated now.
+    /// Contents holding `account` and no image, dated now.
     pub fn new(account: Account) -> Self {
         BackupContents {
             account,
-            expected_pcrs: BTreeMap::new(),
+            accepted_images: Vec::new(),
             created_at: unix_now(),
         }
     }
 
-    /// Adds the PCRs the user expects of the enclave.
-    pub fn with_expected_pcrs(mut self, pcrs: BTreeMap<u8, Vec<u8>>) -> Self {
-        self.expected_pcrs = pcrs;
+    /// Adds the enclave images the user accepts.
+    pub fn with_accepted_images(mut self, images: &[crate::attestation::ImageMeasurements]) -> Self {
+        self.accepted_images = images.iter().map(|i| i.pcrs().clone()).collect();
         self
     }
 
+    /// The accepted images that are valid measurements (others are skipped).
+    pub fn images(&self) -> Vec<crate::attestation::ImageMeasurements> {
+        self.accepted_images
+            .iter()
+            .filter_map(|m| crate::attestation::ImageMeasurements::new(m.clone()).ok())
+            .collect()
+    }
+
     fn encode(&self) -> Result<Zeroizing<Vec<u8>>, BackupError> {
-        if self.expected_pcrs.len() > MAX_PCRS || self.expected_pcrs.values().any(|v| v.len() > MAX_PCR_LEN) {
+        if self.accepted_images.len() > MAX_IMAGES
+            || self
+                .accepted_images
+                .iter()
+                .any(|m| m.len() > MAX_PCRS || m.values().any(|v| v.len() > MAX_PCR_LEN))
+        {
             return Err(BackupError::Contents(format!(
-                "at most {MAX_PCRS} PCRs of at most {MAX_PCR_LEN} bytes"
+                "at most {MAX_IMAGES} images of at most {MAX_PCRS} PCRs of at most {MAX_PCR_LEN} bytes"
             )));
         }
         let json = self
@@ -454,38 +488,35 @@ impl BackupContents {
             .to_json()
             .map_err(|e| BackupError::Contents(e.to_string()))?;
         let json_len = u32::try_from(json.len()).map_err(|_| BackupError::Contents("account too large".into()))?;
-        let mut out = Zeroizing::new(Vec::with_capacity(1 + 8 + 4 + json.len() + 1 + 50 * MAX_PCRS));
+        let mut out = Zeroizing::new(Vec::with_capacity(
+            1 + 8 + 4 + json.len() + 1 + 200 * self.accepted_images.len(),
+        ));
         out.push(CONTENTS_VERSION);
         out.extend_from_slice(&self.created_at.to_be_bytes());
         out.extend_from_slice(&json_len.to_be_bytes());
         out.extend_from_slice(json.as_bytes());
-        // invariant: at most MAX_PCRS (32) entries of at most MAX_PCR_LEN (64) bytes, checked above.
-        out.push(self.expected_pcrs.len() as u8);
-        for (index, value) in &self.expected_pcrs {
-            out.push(*index);
-            out.push(value.len() as u8);
-            out.extend_from_slice(value);
+        // invariant: at most MAX_IMAGES (16) images of at most MAX_PCRS (32) entries of at most
+        // MAX_PCR_LEN (64) bytes, checked above: every count fits a byte.
+        out.push(self.accepted_images.len() as u8);
+        for image in &self.accepted_images {
+            out.push(image.len() as u8);
+            for (index, value) in image {
+                out.push(*index);
+                out.push(value.len() as u8);
+                out.extend_from_slice(value);
+            }
         }
         Ok(out)
     }
 
-    fn decode(plain: &[u8]) -> Result<Self, BackupError> {
+    /// Reads one PCR map: a count, then (index, length, value) entries.
+    fn decode_pcrs(r: &mut Reader<'_>) -> Result<BTreeMap<u8, Vec<u8>>, BackupError> {
         let bad = |what: &'static str| BackupError::Contents(what.into());
-        let mut r = Reader(plain);
-        let version = r.u8().map_err(|_| bad("empty"))?;
-        if version != CONTENTS_VERSION {
-            return Err(BackupError::Contents(format!("unknown contents version {version}")));
-        }
-        let created_at = u64::from_be_bytes(r.array::<8>().map_err(|_| bad("truncated"))?);
-        let json_len = r.u32().map_err(|_| bad("truncated"))? as usize;
-        let json = r.take(json_len).map_err(|_| bad("truncated account"))?;
-        let json = std::str::from_utf8(json).map_err(|_| bad("the account is not UTF-8"))?;
-        let account = Account::from_json(json).map_err(|e| BackupError::Contents(e.to_string()))?;
         let count = r.u8().map_err(|_| bad("truncated PCR list"))? as usize;
         if count > MAX_PCRS {
             return Err(bad("too many PCRs"));
         }
-        let mut expected_pcrs = BTreeMap::new();
+        let mut pcrs = BTreeMap::new();
         for _ in 0..count {
             let index = r.u8().map_err(|_| bad("truncated PCR"))?;
             let len = r.u8().map_err(|_| bad("truncated PCR"))? as usize;
@@ -493,8 +524,39 @@ impl BackupContents {
                 return Err(bad("PCR value too long"));
             }
             let value = r.take(len).map_err(|_| bad("truncated PCR"))?;
-            if expected_pcrs.insert(index, value.to_vec()).is_some() {
+            if pcrs.insert(index, value.to_vec()).is_some() {
                 return Err(bad("a PCR is listed twice"));
+            }
+        }
+        Ok(pcrs)
+    }
+
+    /// Decodes decrypted contents (version 1 or 2).
+    pub fn from_plaintext(plain: &[u8]) -> Result<Self, BackupError> {
+        let bad = |what: &'static str| BackupError::Contents(what.into());
+        let mut r = Reader(plain);
+        let version = r.u8().map_err(|_| bad("empty"))?;
+        if version != CONTENTS_VERSION && version != CONTENTS_VERSION_1 {
+            return Err(BackupError::Contents(format!("unknown contents version {version}")));
+        }
+        let created_at = u64::from_be_bytes(r.array::<8>().map_err(|_| bad("truncated"))?);
+        let json_len = r.u32().map_err(|_| bad("truncated"))? as usize;
+        let json = r.take(json_len).map_err(|_| bad("truncated account"))?;
+        let json = std::str::from_utf8(json).map_err(|_| bad("the account is not UTF-8"))?;
+        let account = Account::from_json(json).map_err(|e| BackupError::Contents(e.to_string()))?;
+        let mut accepted_images = Vec::new();
+        if version == CONTENTS_VERSION_1 {
+            let pcrs = Self::decode_pcrs(&mut r)?;
+            if !pcrs.is_empty() {
+                accepted_images.push(pcrs);
+            }
+        } else {
+            let images = r.u8().map_err(|_| bad("truncated image list"))? as usize;
+            if images > MAX_IMAGES {
+                return Err(bad("too many images"));
+            }
+            for _ in 0..images {
+                accepted_images.push(Self::decode_pcrs(&mut r)?);
             }
         }
         if !r.0.is_empty() {
@@ -502,7 +564,7 @@ impl BackupContents {
         }
         Ok(BackupContents {
             account,
-            expected_pcrs,
+            accepted_images,
             created_at,
         })
     }
@@ -512,7 +574,7 @@ impl std::fmt::Debug for BackupContents {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BackupContents")
             .field("account", &self.account)
-            .field("expected_pcrs", &self.expected_pcrs.keys().collect::<Vec<_>>())
+            .field("accepted_images", &self.accepted_images.len())
             .field("created_at", &self.created_at)
             .finish()
     }
@@ -552,6 +614,42 @@ impl DecryptOptions {
     }
 }
 
+/// The strength a new backup's passphrase needs: zxcvbn's score (0–4, an estimate of the
+/// guesses an attacker who knows common passwords, words and patterns needs) of at least 3,
+/// about 10⁸ guesses or more — against a file kept with a cloud provider, length alone
+/// says little ("aaaaaaaaaa" is long). The rule applies to every backup this SDK writes.
+pub const MIN_PASSPHRASE_SCORE: u8 = 3;
+
+/// Checks a passphrase for a new backup: at least [`MIN_PASSPHRASE_CHARS`] characters and a
+/// zxcvbn score of at least [`MIN_PASSPHRASE_SCORE`]. The error carries zxcvbn's advice.
+pub fn check_passphrase(passphrase: &Passphrase) -> Result<(), BackupError> {
+    if passphrase.chars() < MIN_PASSPHRASE_CHARS {
+        return Err(BackupError::WeakPassphrase(format!(
+            "use at least {MIN_PASSPHRASE_CHARS} characters (a few random words is better)"
+        )));
+    }
+    let estimate = zxcvbn::zxcvbn(&passphrase.0, &[]);
+    let score = u8::from(estimate.score());
+    if score < MIN_PASSPHRASE_SCORE {
+        let advice = estimate
+            .feedback()
+            .map(|f| {
+                f.warning()
+                    .map(|w| w.to_string())
+                    .into_iter()
+                    .chain(f.suggestions().iter().map(|s| s.to_string()))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| "add more uncommon words".into());
+        return Err(BackupError::WeakPassphrase(format!(
+            "too easy to guess (strength {score} of 4, {MIN_PASSPHRASE_SCORE} needed): {advice}"
+        )));
+    }
+    Ok(())
+}
+
 /// Encrypts `contents` under `passphrase` with the [`KdfParams::DEFAULT`] parameters.
 /// Takes about half a second and 64 MiB: call it off the async runtime's workers.
 pub fn encrypt(contents: &BackupContents, passphrase: &Passphrase) -> Result<Vec<u8>, BackupError> {
@@ -566,11 +664,7 @@ pub fn encrypt_with(
     kdf: KdfParams,
     limits: &KdfLimits,
 ) -> Result<Vec<u8>, BackupError> {
-    if passphrase.chars() < MIN_PASSPHRASE_CHARS {
-        return Err(BackupError::WeakPassphrase(
-            "use at least 8 characters (a few random words is better)",
-        ));
-    }
+    check_passphrase(passphrase)?;
     limits.check(kdf)?;
     let plaintext = contents.encode()?;
     let ciphertext_len = plaintext.len() + TAG_LEN;
@@ -648,7 +742,7 @@ pub fn decrypt_with(
             )
             .map_err(|_| BackupError::Decryption)?,
     );
-    let contents = BackupContents::decode(&plaintext)?;
+    let contents = BackupContents::from_plaintext(&plaintext)?;
     if contents.account.id() != header.account_id || contents.account.public_key() != header.public_key {
         return Err(BackupError::Contents(
             "the account inside differs from the one the header names".into(),
@@ -771,11 +865,13 @@ mod tests {
         DecryptOptions::new().limits(KdfLimits::danger_allow_weak())
     }
 
+    fn image(b: u8) -> crate::attestation::ImageMeasurements {
+        crate::attestation::ImageMeasurements::new([(0u8, vec![b; 48]), (1, vec![b; 48]), (2, vec![b; 48])].into())
+            .unwrap()
+    }
+
     fn cheap_backup(account: &Account, passphrase: &str) -> Vec<u8> {
-        let mut pcrs = BTreeMap::new();
-        pcrs.insert(0, vec![0xab; 48]);
-        pcrs.insert(8, vec![0xcd; 48]);
-        let contents = BackupContents::new(account.clone()).with_expected_pcrs(pcrs);
+        let contents = BackupContents::new(account.clone()).with_accepted_images(&[image(0xab), image(0xcd)]);
         encrypt_with(&contents, &pass(passphrase), CHEAP, &KdfLimits::danger_allow_weak()).unwrap()
     }
 
@@ -820,9 +916,7 @@ mod tests {
     #[test]
     fn round_trip_at_default_parameters() {
         let account = test_account();
-        let mut pcrs = BTreeMap::new();
-        pcrs.insert(0, vec![7u8; 48]);
-        let contents = BackupContents::new(account.clone()).with_expected_pcrs(pcrs.clone());
+        let contents = BackupContents::new(account.clone()).with_accepted_images(&[image(7)]);
         let started = Instant::now();
         let file = encrypt(&contents, &pass("correct horse battery staple")).unwrap();
         let encrypt_time = started.elapsed();
@@ -836,7 +930,7 @@ mod tests {
             file.len()
         );
         assert_eq!(*back.account.to_json().unwrap(), *account.to_json().unwrap());
-        assert_eq!(back.expected_pcrs, pcrs);
+        assert_eq!(back.images(), vec![image(7)]);
         assert_eq!(back.created_at, contents.created_at);
         // Fresh salt and nonce every time: two backups of the same account differ.
         let again = encrypt(&contents, &pass("correct horse battery staple")).unwrap();
@@ -966,6 +1060,25 @@ mod tests {
         }
         assert!(fastest < Duration::from_millis(20), "refusal took {fastest:?}");
         error.unwrap()
+    }
+
+    /// Review finding L3: a hostile backup may ask for at most 256 MiB and 4 passes unless
+    /// the caller opts in to more.
+    #[test]
+    fn the_standard_ceiling_is_256_mib_and_4_passes_and_more_needs_an_opt_in() {
+        let ceiling = KdfLimits::STANDARD.ceiling();
+        assert_eq!((ceiling.m_cost_kib, ceiling.t_cost), (256 * 1024, 4));
+        let old_default_ceiling = KdfParams {
+            m_cost_kib: 1024 * 1024,
+            t_cost: 10,
+            p_cost: 4,
+        };
+        assert!(matches!(
+            KdfLimits::STANDARD.check(old_default_ceiling),
+            Err(BackupError::KdfAboveCeiling { .. })
+        ));
+        KdfLimits::danger_allow_expensive().check(old_default_ceiling).unwrap();
+        KdfLimits::STANDARD.check(KdfParams::DEFAULT).unwrap();
     }
 
     #[test]
@@ -1106,6 +1219,18 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, BackupError::WeakPassphrase(_)));
+        // Long is not enough: guessable passphrases are refused by their estimated
+        // strength, with advice.
+        for weak in ["aaaaaaaaaaaaaaaa", "password12345", "qwertyuiop", "1234567890"] {
+            let err = check_passphrase(&pass(weak)).unwrap_err();
+            assert!(
+                matches!(&err, BackupError::WeakPassphrase(m) if m.contains("strength")),
+                "{weak}: {err:?}"
+            );
+        }
+        for strong in ["correct horse battery", "tangerine ostrich violin 42"] {
+            check_passphrase(&pass(strong)).unwrap_or_else(|e| panic!("{strong}: {e}"));
+        }
         let p = pass("hunter2hunter2");
         assert!(!format!("{p:?}").contains("hunter2"));
         assert_eq!(p, pass("hunter2hunter2"));

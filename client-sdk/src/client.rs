@@ -1,12 +1,22 @@
-//! The HTTP client that runs the device side of every flow.
+//! The client that runs the device side of every flow.
 //!
 //! Before a flow the client needs the enclave's channel key, which it trusts only from a
 //! verified attestation document ([`crate::attestation`]): it sends a fresh nonce, checks
-//! the document against its [`AttestationPolicy`], and caches the key for a short while
-//! (`reattest_after`, default 60 s) so that signing stays fast. Every protocol message is
-//! then sealed to that key ([`tandem_core::channel`]); the proxy and the host see only
-//! ciphertext. If the enclave restarted (new key), the first request of a flow answers
-//! `ATTESTATION_ERROR`; the client re-attests and retries once.
+//! the document against its [`AttestationPolicy`] (which accepts nothing until an image is
+//! pinned), and caches the key for a short while (`reattest_after`, default 60 s) so that
+//! signing stays fast. Every flow then goes through one driver ([`Client::run`]): it opens
+//! a [`DeviceSession`] (the sealed channel, the device's authorization over it, the state
+//! machine), posts what the session produces and feeds back what the enclave answers,
+//! until the enclave's sealed done message has been checked. The driver does no I/O
+//! itself: requests go through a [`Transport`] (HTTPS by default). If the enclave
+//! restarted (new channel key), the first request answers `ATTESTATION_ERROR`; the client
+//! re-attests and retries once.
+//!
+//! The device honours the ban: when the enclave's messages fail an OT consistency check,
+//! the account is marked ([`Account::enclave_misbehaved`]) and refuses to sign or to run a
+//! fast refresh until a complete refresh replaces its OT state. The account also records
+//! the enclave's generation from every done message and refuses an older one. Persist the
+//! account ([`Account::to_json`]) after every flow, failed or not, to keep both.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -14,31 +24,30 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tandem_core::auth::{DeviceAuthKey, FirstMessage};
-use tandem_core::channel::ClientChannel;
-use tandem_core::engine::{DeviceDkg, DeviceRecover, DeviceRefresh, DeviceSign};
+use tandem_core::engine::{DeviceDkg, DeviceRecover, DeviceRefresh, DeviceSign, RefreshKind};
+use tandem_core::flow::{DeviceFlow, DeviceSession, Next};
 use tandem_core::wire::{
     AccountInfo, AccountStartRequest, AttestationRequest, AttestationResponse, B64, CreateAccountStartRequest,
-    CreateAccountStepResponse, ErrorResponse, GetPublicKeyRequest, HealthResponse, RecoverResponse,
-    RefreshStepResponse, SignStepResponse, StartResponse, Status, StepRequest,
+    ErrorResponse, FlowResponse, GetPublicKeyRequest, HealthResponse, Status, StepRequest, start_path, step_path,
 };
-use tandem_core::{AccountId, ErrorCode, Flow, Signature};
+use tandem_core::{AccountId, ErrorCode, Signature};
 use tokio::sync::Mutex;
 use tracing::instrument;
 
 use crate::attestation::{AttestationPolicy, VerifiedDocument};
+use crate::transport::{HttpTransport, Method, Transport};
 use crate::{Account, SdkError};
 
 /// A client of one Tandem server (an enclave, or the parent proxy in front of it).
 ///
-/// Cheap to clone: clones share one connection pool and one attestation cache.
+/// Cheap to clone: clones share one transport and one attestation cache.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    base: String,
-    http: reqwest::Client,
+    transport: Arc<dyn Transport>,
     policy: AttestationPolicy,
     reattest_after: Duration,
     channel_key: Mutex<Option<([u8; 32], Instant)>>,
@@ -48,12 +57,14 @@ struct Inner {
 pub struct ClientBuilder {
     base: String,
     http: Option<reqwest::Client>,
+    transport: Option<Arc<dyn Transport>>,
     policy: AttestationPolicy,
     reattest_after: Duration,
 }
 
 impl ClientBuilder {
-    /// The attestation policy: which root, PCRs and document age to trust.
+    /// The attestation policy: which root, images and document age to trust. The default
+    /// trusts nothing until an image is accepted.
     pub fn attestation(mut self, policy: AttestationPolicy) -> Self {
         self.policy = policy;
         self
@@ -62,6 +73,12 @@ impl ClientBuilder {
     /// A caller-configured `reqwest::Client` (custom roots, proxies, timeouts).
     pub fn http_client(mut self, http: reqwest::Client) -> Self {
         self.http = Some(http);
+        self
+    }
+
+    /// Another way to reach the server (an in-process router in tests, a custom stack).
+    pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.transport = Some(transport);
         self
     }
 
@@ -74,24 +91,13 @@ impl ClientBuilder {
 
     /// Builds the client.
     pub fn build(self) -> Result<Client, SdkError> {
-        let base = self.base.trim_end_matches('/').to_string();
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(SdkError::InvalidInput(format!(
-                "server URL must start with http:// or https://, got {base:?}"
-            )));
-        }
-        let http = match self.http {
-            Some(h) => h,
-            None => reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .connect_timeout(Duration::from_secs(10))
-                .build()
-                .map_err(|e| SdkError::InvalidInput(format!("cannot build the HTTP client: {e}")))?,
+        let transport = match self.transport {
+            Some(t) => t,
+            None => Arc::new(HttpTransport::new(&self.base, self.http)?),
         };
         Ok(Client {
             inner: Arc::new(Inner {
-                base,
-                http,
+                transport,
                 policy: self.policy,
                 reattest_after: self.reattest_after,
                 channel_key: Mutex::new(None),
@@ -114,9 +120,31 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Who starts a flow: the device key that authorizes it, and for createAccount what it
+/// registers.
+struct Starter<'a> {
+    account: Option<&'a Account>,
+    auth: &'a DeviceAuthKey,
+    register: bool,
+    label: Option<String>,
+}
+
+impl<'a> Starter<'a> {
+    /// A flow on an existing account, authorized by its device key.
+    fn existing(account: &'a Account) -> Self {
+        Starter {
+            account: Some(account),
+            auth: account.auth(),
+            register: false,
+            label: None,
+        }
+    }
+}
+
 impl Client {
-    /// A client for the server at `base_url` that trusts only genuine Nitro enclaves (the
-    /// pinned AWS root; pin PCRs with [`Client::builder`]).
+    /// A client for the server at `base_url`. It trusts no enclave until its attestation
+    /// policy accepts an image: build it with [`Client::builder`] and
+    /// [`ClientBuilder::attestation`].
     pub fn new(base_url: &str) -> Result<Self, SdkError> {
         Self::builder(base_url).build()
     }
@@ -126,30 +154,62 @@ impl Client {
         ClientBuilder {
             base: base_url.to_string(),
             http: None,
+            transport: None,
             policy: AttestationPolicy::nitro(),
             reattest_after: Duration::from_secs(60),
         }
     }
 
-    /// The server's base URL.
-    pub fn base_url(&self) -> &str {
-        &self.inner.base
+    /// The server, for display.
+    pub fn base_url(&self) -> String {
+        self.inner.transport.describe()
+    }
+
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Req>,
+    ) -> Result<Resp, SdkError> {
+        let body = match body {
+            Some(b) => Some(serde_json::to_vec(b).map_err(|e| SdkError::InvalidInput(e.to_string()))?),
+            None => None,
+        };
+        let resp = self.inner.transport.send(method, path, body).await?;
+        if (200..300).contains(&resp.status) {
+            return serde_json::from_slice(&resp.body)
+                .map_err(|e| SdkError::BadResponse(format!("response does not parse: {e}")));
+        }
+        match serde_json::from_slice::<ErrorResponse>(&resp.body) {
+            Ok(err) => Err(SdkError::Server {
+                code: err.error.code,
+                status: resp.status,
+                message: err.error.message,
+            }),
+            Err(_) => Err(SdkError::Server {
+                code: if resp.status == 429 {
+                    ErrorCode::RateLimited
+                } else {
+                    ErrorCode::InternalError
+                },
+                status: resp.status,
+                message: format!("HTTP {} without an error body", resp.status),
+            }),
+        }
     }
 
     async fn post<Req: Serialize, Resp: DeserializeOwned>(&self, path: &str, body: &Req) -> Result<Resp, SdkError> {
-        let url = format!("{}{}", self.inner.base, path);
-        let resp = self.inner.http.post(&url).json(body).send().await.map_err(transport)?;
-        decode(resp).await
+        self.call(Method::Post, path, Some(body)).await
     }
 
     /// `GET /v1/health`.
     pub async fn health(&self) -> Result<HealthResponse, SdkError> {
-        let url = format!("{}/v1/health", self.inner.base);
-        let resp = self.inner.http.get(&url).send().await.map_err(transport)?;
-        decode(resp).await
+        self.call::<(), _>(Method::Get, "/v1/health", None).await
     }
 
-    /// `POST /v1/getPublicKey`.
+    /// `POST /v1/getPublicKey`. Unauthenticated: the host could answer it; use it for
+    /// display. [`Client::recover`] is the authenticated check that the enclave holds the
+    /// account.
     pub async fn get_public_key(&self, account_id: AccountId) -> Result<AccountInfo, SdkError> {
         self.post(
             "/v1/getPublicKey",
@@ -166,8 +226,12 @@ impl Client {
     /// the next flows (see [`ClientBuilder::reattest_after`]).
     #[instrument(skip_all, err)]
     pub async fn attest(&self) -> Result<VerifiedDocument, SdkError> {
+        if !self.inner.policy.trusts_an_image() {
+            // Refuse before any request: there is nothing this document could prove.
+            return Err(crate::attestation::AttestationError::NoPinnedImage.into());
+        }
         let mut nonce = [0u8; 32];
-        getrandom_fill(&mut nonce)?;
+        getrandom::fill(&mut nonce).map_err(|_| SdkError::Transport("system RNG failed".into()))?;
         let document = self.fetch_attestation_document(&nonce).await?;
         let verified = self.inner.policy.verify(&document, unix_now(), Some(&nonce))?;
         let key: [u8; 32] = verified
@@ -209,32 +273,121 @@ impl Client {
             .ok_or_else(|| SdkError::BadResponse("no channel key".into()))
     }
 
-    /// Seals `first` to the enclave's attested key and posts it to `path`. If the enclave
-    /// answers that its channel key changed (it restarted), attests again and retries once.
-    async fn start_flow<Req: Serialize, Resp: DeserializeOwned>(
+    /// The one driver of every flow: seals the first message to the attested channel key
+    /// (with the device's authorization over that channel), posts it, then feeds each
+    /// sealed answer to the machine and posts what it asks for, until its done message is
+    /// checked. `progress(n)` is called as the n-th answer (0-based) is processed.
+    async fn run<F: DeviceFlow>(
         &self,
-        path: &str,
-        flow: Flow,
-        first: &FirstMessage,
-        request: impl Fn(B64) -> Req,
-    ) -> Result<(ClientChannel, Resp), SdkError> {
-        let plaintext = first.encode()?;
+        machine: F,
+        first_protocol: Vec<u8>,
+        starter: Starter<'_>,
+        progress: &(dyn Fn(u8) + Sync),
+    ) -> Result<F::Output, SdkError> {
+        let account_id = starter.account.map(|a| a.id());
+        let mut machine = Some(machine);
         for attempt in 0..2 {
             let key = self.channel_key().await?;
-            let (channel, wire) = ClientChannel::seal_first(&key, flow, &plaintext)?;
-            match self.post::<Req, Resp>(path, &request(B64(wire))).await {
+            let m = machine
+                .take()
+                .ok_or(SdkError::Transport("no machine to retry with".into()))?;
+            let (session, wire) = DeviceSession::open(&key, m, |binding| FirstMessage {
+                protocol: first_protocol.clone(),
+                auth_key: starter.register.then(|| starter.auth.public_key()),
+                authorization: starter.auth.authorize(
+                    account_id.as_ref(),
+                    F::FLOW,
+                    binding,
+                    &first_protocol,
+                    unix_now(),
+                ),
+                label: starter.label.clone(),
+                client_node_id: None,
+            })?;
+            let start = match account_id {
+                Some(id) => {
+                    self.post::<_, FlowResponse>(
+                        start_path(F::FLOW),
+                        &AccountStartRequest {
+                            request_id: None,
+                            account_id: id,
+                            client_message: B64(wire),
+                        },
+                    )
+                    .await
+                }
+                None => {
+                    self.post::<_, FlowResponse>(
+                        start_path(F::FLOW),
+                        &CreateAccountStartRequest {
+                            request_id: None,
+                            client_message: B64(wire),
+                        },
+                    )
+                    .await
+                }
+            };
+            match start {
                 Err(SdkError::Server {
                     code: ErrorCode::AttestationError,
                     ..
                 }) if attempt == 0 => {
                     *self.inner.channel_key.lock().await = None;
+                    machine = Some(session.into_machine());
                 }
-                other => return other.map(|r| (channel, r)),
+                Err(e) => return Err(e),
+                Ok(answer) => {
+                    let result = self.drive(session, answer, progress).await;
+                    if let (Err(SdkError::Protocol(e)), Some(account)) = (&result, starter.account)
+                        && e.requires_ban()
+                    {
+                        tracing::warn!(account = %account.id(), "the enclave failed an OT consistency check: this share will not be used with it again");
+                        account.mark_misbehaved(&e.to_string());
+                    }
+                    return result;
+                }
             }
         }
         Err(SdkError::BadResponse(
             "the enclave refused its own attested channel key".into(),
         ))
+    }
+
+    async fn drive<F: DeviceFlow>(
+        &self,
+        mut session: DeviceSession<F>,
+        mut answer: FlowResponse,
+        progress: &(dyn Fn(u8) + Sync),
+    ) -> Result<F::Output, SdkError> {
+        let step_path = step_path(F::FLOW);
+        for n in 0u8.. {
+            progress(n);
+            let done = answer.status == Status::Done;
+            let sealed = answer.server_message.0;
+            let (s, next) = blocking(move || {
+                let next = session.on_answer(&sealed, done);
+                (session, next)
+            })
+            .await?;
+            session = s;
+            match next? {
+                Next::Done(output) => return Ok(output),
+                Next::Send(message) => {
+                    let path = step_path.ok_or(SdkError::BadResponse("this flow has no steps".into()))?;
+                    answer = self
+                        .post(
+                            path,
+                            &StepRequest {
+                                request_id: None,
+                                session_id: answer.session_id,
+                                client_message: B64(message),
+                            },
+                        )
+                        .await?;
+                }
+            }
+        }
+        Err(SdkError::BadResponse("the flow did not end".into()))
     }
 
     /// Creates an account: runs DKG with the enclave. The device's share never leaves this
@@ -249,93 +402,43 @@ impl Client {
     pub async fn create_account_with_progress(
         &self,
         label: Option<&str>,
-        progress: impl Fn(u8, &'static str),
+        progress: impl Fn(u8, &'static str) + Sync,
     ) -> Result<Account, SdkError> {
         progress(1, "attesting the enclave and generating the device's polynomial");
         let auth = DeviceAuthKey::generate()?;
-        let (mut machine, m0) = blocking(DeviceDkg::start).await??;
-        let first = FirstMessage {
-            protocol: m0,
-            auth_key: Some(auth.public_key()),
-            authorization: None,
+        let (machine, m0) = blocking(DeviceDkg::start).await??;
+        let stages = |n: u8| match n {
+            0 => progress(2, "committing and setting up oblivious transfer"),
+            1 => progress(3, "deriving the key share"),
+            _ => {}
         };
-        let label_owned = label.map(str::to_string);
-        let (mut channel, start): (ClientChannel, StartResponse) = self
-            .start_flow("/v1/createAccount/start", Flow::Dkg, &first, |m| {
-                CreateAccountStartRequest {
-                    request_id: None,
-                    label: label_owned.clone(),
-                    client_node_id: None,
-                    client_message: m,
-                }
-            })
+        let created = self
+            .run(
+                machine,
+                m0,
+                Starter {
+                    account: None,
+                    auth: &auth,
+                    register: true,
+                    label: label.map(str::to_string),
+                },
+                &stages,
+            )
             .await?;
-        progress(2, "committing and setting up oblivious transfer");
-        let reply = channel.open(0, &start.server_message.0)?;
-        let (mut machine, m1) = blocking(move || {
-            let m = machine.receive(&reply);
-            (machine, m)
-        })
-        .await?;
-        let m1 = channel.seal(1, &m1?)?;
-        let r1: CreateAccountStepResponse = self.step("/v1/createAccount/step", &start.session_id, m1).await?;
-        let server_message = match (r1.status, r1.server_message) {
-            (Status::Continue, Some(m)) => m,
-            _ => {
-                return Err(SdkError::BadResponse(
-                    "createAccount step 1 must continue with a serverMessage".into(),
-                ));
-            }
-        };
-        progress(3, "deriving the key share");
-        let reply = channel.open(1, &server_message.0)?;
-        let (machine, m2) = blocking(move || {
-            let m = machine.receive(&reply);
-            (machine, m)
-        })
-        .await?;
-        let m2 = channel.seal(2, &m2?)?;
-        let done: CreateAccountStepResponse = self.step("/v1/createAccount/step", &start.session_id, m2).await?;
-        let (Status::Done, Some(account_id), Some(public_key), Some(address)) =
-            (done.status, done.account_id, done.public_key, done.address)
-        else {
-            return Err(SdkError::BadResponse(
-                "createAccount must finish with DONE, accountId, address, publicKey".into(),
-            ));
-        };
-        let share = machine.finish(&public_key)?;
-        if share.address().to_checksum() != address {
-            return Err(SdkError::BadResponse(
-                "the server reports another address for this key".into(),
-            ));
-        }
         progress(4, "key generated");
-        Account::new(account_id, label.map(str::to_string), share, auth)
-    }
-
-    async fn step<Resp: DeserializeOwned>(
-        &self,
-        path: &str,
-        session_id: &str,
-        message: Vec<u8>,
-    ) -> Result<Resp, SdkError> {
-        self.post(
-            path,
-            &StepRequest {
-                request_id: None,
-                session_id: session_id.to_string(),
-                client_message: B64(message),
-            },
+        Account::new(
+            created.account_id,
+            label.map(str::to_string),
+            created.share,
+            auth,
+            created.generation,
         )
-        .await
     }
 
-    fn authorized(account: &Account, flow: Flow, protocol: Vec<u8>) -> FirstMessage {
-        let authorization = account.auth().authorize(&account.id(), flow, &protocol, unix_now());
-        FirstMessage {
-            protocol,
-            auth_key: None,
-            authorization: Some(authorization),
+    fn usable(account: &Account) -> Result<(), SdkError> {
+        match account.enclave_misbehaved() {
+            Some(reason) => Err(SdkError::AccountLocked(reason)),
+            None => Ok(()),
         }
     }
 
@@ -344,153 +447,64 @@ impl Client {
     /// [`crate::eth::assemble`] checks it once more, independently, before Ethereum use.
     #[instrument(skip_all, fields(account = %account.id()), err)]
     pub async fn sign_digest(&self, account: &Account, digest: [u8; 32]) -> Result<Signature, SdkError> {
-        let (mut machine, m0) = DeviceSign::start(account.share().clone(), digest)?;
-        let first = Self::authorized(account, Flow::Sign, m0);
-        let id = account.id();
-        let (mut channel, start): (ClientChannel, StartResponse) = self
-            .start_flow("/v1/sign/start", Flow::Sign, &first, |m| AccountStartRequest {
-                request_id: None,
-                account_id: id,
-                client_message: m,
-            })
-            .await?;
-        let reply = channel.open(0, &start.server_message.0)?;
-        let (machine, m1) = blocking(move || {
-            let m = machine.receive(&reply);
-            (machine, m)
-        })
-        .await?;
-        let m1 = channel.seal(1, &m1?)?;
-        let done: SignStepResponse = self.step("/v1/sign/step", &start.session_id, m1).await?;
-        let partial = match (done.status, done.server_partial) {
-            (Status::Done, Some(p)) => channel.open(1, &p.0)?,
-            _ => {
-                return Err(SdkError::BadResponse(
-                    "sign must finish with DONE and a serverPartial".into(),
-                ));
-            }
-        };
-        Ok(blocking(move || machine.finish(&partial)).await??)
+        Self::usable(account)?;
+        let (machine, m0) = DeviceSign::start(account.share().clone(), digest, account.generation())?;
+        let signed = self.run(machine, m0, Starter::existing(account), &|_| {}).await?;
+        account.saw_generation(signed.generation);
+        Ok(signed.signature)
     }
 
     /// Proves to the enclave that `account`'s device share (e.g. restored from a backup)
-    /// matches the account, without revealing it. Fails with `RECOVERY_FAILED` otherwise.
-    /// After a refresh, this also confirms the new share to the enclave.
+    /// matches the account, and that its OT state is intact, without revealing it. Fails
+    /// with `RECOVERY_FAILED` otherwise. The enclave's answer is sealed: a host cannot fake
+    /// a passed check. After a refresh, this also confirms the new share to the enclave.
     #[instrument(skip_all, fields(account = %account.id()), err)]
     pub async fn recover(&self, account: &Account) -> Result<(), SdkError> {
         let share = account.share().clone();
-        let m0 = blocking(move || DeviceRecover::message(&share)).await??;
-        let first = Self::authorized(account, Flow::Recover, m0);
-        let id = account.id();
-        let (_channel, done): (ClientChannel, RecoverResponse) = self
-            .start_flow("/v1/recover/start", Flow::Recover, &first, |m| AccountStartRequest {
-                request_id: None,
-                account_id: id,
-                client_message: m,
-            })
-            .await?;
-        if done.status != Status::Done || done.address != account.share().address().to_checksum() {
-            return Err(SdkError::BadResponse(
-                "recover must answer DONE with the account's address".into(),
-            ));
-        }
+        let seen = account.generation();
+        let (machine, m0) = blocking(move || DeviceRecover::start(&share, seen)).await??;
+        let recovered = self.run(machine, m0, Starter::existing(account), &|_| {}).await?;
+        account.saw_generation(recovered.generation);
         Ok(())
     }
 
-    /// Refreshes both shares of `account`. Returns the account with its new device share.
-    /// The enclave keeps its old share until the device uses the new one: persist the
-    /// returned account first, then confirm with [`Client::recover`] (or simply sign).
+    /// Refreshes both shares of `account` (a fast refresh). Returns the account with its
+    /// new device share. The enclave keeps its old share until the device uses the new one:
+    /// persist the returned account first, then confirm with [`Client::recover`] (or sign).
     pub async fn refresh(&self, account: &Account) -> Result<Account, SdkError> {
-        self.refresh_with_progress(account, |_, _| {}).await
+        self.refresh_with_progress(account, RefreshKind::Fast, |_, _| {}).await
     }
 
-    /// [`Client::refresh`], calling `progress(stage, what)` as each of its three stages
-    /// begins: 1 attest and start, 2 exchange the re-sharing messages, 3 the final message
-    /// (after which the enclave stores its new share as pending). If the flow breaks off
-    /// anywhere (network, enclave restart), the account's current shares stay valid: the
-    /// enclave replaces nothing until the device has proved it holds the new share.
+    /// [`Client::refresh`] of the given kind, calling `progress(stage, what)` as each of
+    /// its three stages begins: 1 attest and start, 2 exchange the re-sharing messages, 3
+    /// the final message (after which the enclave stores its new share as pending). If the
+    /// flow breaks off anywhere (network, enclave restart), the account's current shares
+    /// stay valid: the enclave replaces nothing until the device has proved it holds the
+    /// new share. A complete refresh sets up the OT state from scratch: it is the only
+    /// refresh a locked account (on either side) accepts.
     #[instrument(skip_all, fields(account = %account.id()), err)]
     pub async fn refresh_with_progress(
         &self,
         account: &Account,
-        progress: impl Fn(u8, &'static str),
+        kind: RefreshKind,
+        progress: impl Fn(u8, &'static str) + Sync,
     ) -> Result<Account, SdkError> {
-        progress(1, "attesting the enclave and starting the refresh");
-        let (mut machine, m0) = DeviceRefresh::start(account.share().clone())?;
-        let first = Self::authorized(account, Flow::Refresh, m0);
-        let id = account.id();
-        let (mut channel, start): (ClientChannel, StartResponse) = self
-            .start_flow("/v1/refresh/start", Flow::Refresh, &first, |m| AccountStartRequest {
-                request_id: None,
-                account_id: id,
-                client_message: m,
-            })
-            .await?;
-        progress(2, "exchanging the re-sharing messages");
-        let reply = channel.open(0, &start.server_message.0)?;
-        let (mut machine, m1) = blocking(move || {
-            let m = machine.receive(&reply);
-            (machine, m)
-        })
-        .await?;
-        let m1 = channel.seal(1, &m1?)?;
-        let r1: RefreshStepResponse = self.step("/v1/refresh/step", &start.session_id, m1).await?;
-        let server_message = match (r1.status, r1.server_message) {
-            (Status::Continue, Some(m)) => m,
-            _ => {
-                return Err(SdkError::BadResponse(
-                    "refresh step 1 must continue with a serverMessage".into(),
-                ));
-            }
-        };
-        let reply = channel.open(1, &server_message.0)?;
-        let (machine, m2) = blocking(move || {
-            let m = machine.receive(&reply);
-            (machine, m)
-        })
-        .await?;
-        let m2 = channel.seal(2, &m2?)?;
-        progress(
-            3,
-            "finishing: the enclave stores its new share (pending until confirmed)",
-        );
-        let done: RefreshStepResponse = self.step("/v1/refresh/step", &start.session_id, m2).await?;
-        if done.status != Status::Done {
-            return Err(SdkError::BadResponse("refresh must finish with DONE".into()));
+        if kind == RefreshKind::Fast {
+            Self::usable(account)?;
         }
-        Ok(account.with_share(machine.finish()?))
-    }
-}
-
-fn getrandom_fill(buf: &mut [u8]) -> Result<(), SdkError> {
-    getrandom::fill(buf).map_err(|_| SdkError::Transport("system RNG failed".into()))
-}
-
-fn transport(e: reqwest::Error) -> SdkError {
-    SdkError::Transport(e.to_string())
-}
-
-async fn decode<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T, SdkError> {
-    let status = resp.status();
-    let bytes = resp.bytes().await.map_err(transport)?;
-    if status.is_success() {
-        return serde_json::from_slice(&bytes)
-            .map_err(|e| SdkError::BadResponse(format!("response does not parse: {e}")));
-    }
-    match serde_json::from_slice::<ErrorResponse>(&bytes) {
-        Ok(err) => Err(SdkError::Server {
-            code: err.error.code,
-            status: status.as_u16(),
-            message: err.error.message,
-        }),
-        Err(_) => Err(SdkError::Server {
-            code: if status.as_u16() == 429 {
-                ErrorCode::RateLimited
-            } else {
-                ErrorCode::InternalError
-            },
-            status: status.as_u16(),
-            message: format!("HTTP {status} without an error body"),
-        }),
+        progress(1, "attesting the enclave and starting the refresh");
+        let share = account.share().clone();
+        let seen = account.generation();
+        let (machine, m0) = blocking(move || DeviceRefresh::start(share, kind, seen)).await??;
+        let stages = |n: u8| match n {
+            0 => progress(2, "exchanging the re-sharing messages"),
+            1 => progress(
+                3,
+                "finishing: the enclave stores its new share (pending until confirmed)",
+            ),
+            _ => {}
+        };
+        let refreshed = self.run(machine, m0, Starter::existing(account), &stages).await?;
+        Ok(account.with_share(refreshed.share, refreshed.generation, kind == RefreshKind::Complete))
     }
 }

@@ -28,6 +28,10 @@ pub enum SdkError {
     /// The assembled signature failed the final check against the account's key.
     #[error("signature check failed: {0}")]
     SignatureCheck(&'static str),
+    /// The account may not sign with its share: the enclave failed an OT consistency
+    /// check with it (DKLs23 requires excluding it). Run a complete refresh.
+    #[error("this account's share is locked: the enclave failed an OT consistency check ({0}); run a complete refresh")]
+    AccountLocked(String),
     /// Invalid input from the caller (a bad URL, typed data that does not parse, …).
     #[error("invalid input: {0}")]
     InvalidInput(String),
@@ -54,6 +58,7 @@ impl SdkError {
             SdkError::Protocol(p) => Some(p.code()),
             SdkError::SignatureCheck(_) => Some(ErrorCode::SigningError),
             SdkError::Attestation(_) => Some(ErrorCode::AttestationError),
+            SdkError::AccountLocked(_) => Some(ErrorCode::AccountLocked),
             _ => None,
         }
     }

@@ -10,7 +10,13 @@
 //! use alloy_signer::Signer;
 //! use tandem_sdk::{Client, TandemSigner};
 //!
-//! let client = Client::new("http://127.0.0.1:5000")?;
+//! use tandem_sdk::attestation::{AttestationPolicy, ImageMeasurements};
+//!
+//! // Trust only the image your build published (its enclave-pcr.json), never the host's word.
+//! let image = ImageMeasurements::from_json(&std::fs::read_to_string("enclave-pcr.json")?)?;
+//! let client = Client::builder("https://signer.example.com")
+//!     .attestation(AttestationPolicy::nitro().accept_image(image))
+//!     .build()?;
 //! let account = client.create_account(Some("alice")).await?;      // DKG with the enclave
 //! println!("address {}", account.address());
 //! let signer = TandemSigner::new(client.clone(), account);
@@ -18,9 +24,11 @@
 //! # let _ = sig; Ok(()) }
 //! ```
 //!
-//! * [`Client`] speaks the wire API (DESIGN.md §4) and drives `tandem-core`'s state
-//!   machines: [`Client::create_account`], [`Client::sign_digest`], [`Client::recover`],
-//!   [`Client::refresh`].
+//! * [`Client`] speaks the wire API (docs/ARCHITECTURE.md §4) and drives `tandem-core`'s
+//!   state machines with one driver over a [`transport::Transport`]:
+//!   [`Client::create_account`], [`Client::sign_digest`], [`Client::recover`],
+//!   [`Client::refresh`]. It trusts no enclave until its [`attestation::AttestationPolicy`]
+//!   accepts an image.
 //! * [`Account`] is the device's material for one account: its share (zeroized on drop,
 //!   redacted in `Debug`) and public data; it serializes for storage.
 //! * [`TandemSigner`] implements alloy's `Signer` and `TxSigner<Signature>`, so it drops
@@ -42,6 +50,7 @@ mod error;
 pub mod eth;
 mod signer;
 mod tls;
+pub mod transport;
 
 pub use account::Account;
 pub use client::{Client, ClientBuilder};

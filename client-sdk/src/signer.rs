@@ -132,32 +132,13 @@ impl TxSigner<Signature> for TandemSigner {
 mod tests {
     use alloy_consensus::{Transaction, TxEip1559, TxLegacy};
     use alloy_primitives::{TxKind, U256};
-    use tandem_core::engine::{DeviceDkg, EnclaveDkg, Next};
 
     use super::*;
 
     /// An account from an in-process DKG, and a client whose server refuses connections:
     /// enough to exercise everything that happens before the signer talks to the enclave.
     fn offline_signer() -> TandemSigner {
-        let (mut device, m0) = DeviceDkg::start().unwrap();
-        let (mut enclave, _sid, r0) = EnclaveDkg::start(&m0).unwrap();
-        let m1 = device.receive(&r0).unwrap();
-        let Next::Send(r1) = enclave.step(&m1).unwrap() else {
-            panic!("expected a reply")
-        };
-        let m2 = device.receive(&r1).unwrap();
-        let Next::Done(enclave_share) = enclave.step(&m2).unwrap() else {
-            panic!("expected done")
-        };
-        let share = device.finish(&enclave_share.public_key()).unwrap();
-        let auth = tandem_core::auth::DeviceAuthKey::generate().unwrap();
-        let account = Account::new(
-            tandem_core::AccountId::random().unwrap(),
-            Some("test".into()),
-            share,
-            auth,
-        )
-        .unwrap();
+        let account = crate::account::tests::test_account();
         // A port that was just free: connecting to it is refused at once.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -230,8 +211,15 @@ mod tests {
         let signer = offline_signer();
         let err = signer.sign_typed_data_json("{not json").await.unwrap_err();
         assert!(matches!(err, SdkError::InvalidInput(_)), "{err:?}");
+        // With no image pinned the client refuses before any request is made.
         let err = signer.sign_digest(B256::ZERO).await.unwrap_err();
-        assert!(matches!(err, SdkError::Transport(_)), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                SdkError::Attestation(crate::attestation::AttestationError::NoPinnedImage)
+            ),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -15,81 +15,83 @@ use dkls23::protocols::signing::SignData;
 use dkls23::protocols::{Parameters, Party, PartyIndex};
 use k256::ecdsa::signature::hazmat::PrehashSigner;
 use tandem_core::auth::{DeviceAuthKey, FirstMessage, verify_authorization};
-use tandem_core::channel::{ChannelKeypair, ClientChannel, EnclaveChannel};
-use tandem_core::engine::{DeviceDkg, DeviceRefresh, DeviceSign, EnclaveDkg, EnclaveRefresh, EnclaveSign, Next};
+use tandem_core::channel::{ChannelKeypair, EnclaveChannel};
+use tandem_core::engine::{DeviceDkg, DeviceRefresh, DeviceSign, EnclaveDkg, EnclaveRefresh, EnclaveSign, RefreshKind};
+use tandem_core::flow::{DeviceSession, EnclaveFlow, Next, Receipt, Step, run_local};
 use tandem_core::{AccountId, Flow, KeyShare, Signature};
 
 fn dkg() -> (KeyShare, KeyShare) {
-    let (mut d, m0) = DeviceDkg::start().expect("start");
-    let (mut e, _, r0) = EnclaveDkg::start(&m0).expect("enclave start");
-    let m1 = d.receive(&r0).expect("r0");
-    let Next::Send(r1) = e.step(&m1).expect("m1") else {
-        panic!("expected a reply")
-    };
-    let m2 = d.receive(&r1).expect("r1");
-    let Next::Done(es) = e.step(&m2).expect("m2") else {
-        panic!("expected done")
-    };
-    let ds = d.finish(&es.public_key()).expect("finish");
-    (ds, es)
+    let (d, m0) = DeviceDkg::start().expect("start");
+    let (created, output) = run_local(d, m0, EnclaveDkg::start, 1).expect("dkg");
+    (created.share, output.share)
 }
 
 fn sign(d: &Arc<KeyShare>, e: &Arc<KeyShare>, digest: [u8; 32]) -> Signature {
-    let (mut dm, m0) = DeviceSign::start(d.clone(), digest).expect("start");
-    let (mut em, _, r0) =
-        EnclaveSign::start(EnclaveSign::parse_start(&m0).expect("parse"), e.clone()).expect("enclave");
-    let m1 = dm.receive(&r0).expect("r0");
-    let partial = em.step(&m1).expect("m1");
-    dm.finish(&partial).expect("finish")
+    let (dm, m0) = DeviceSign::start(d.clone(), digest, 0).expect("start");
+    let e = e.clone();
+    let (signed, ()) =
+        run_local(dm, m0, |m0| EnclaveSign::start(EnclaveSign::parse_start(m0)?, e, 1), 1).expect("sign");
+    signed.signature
 }
 
-/// [`sign`] with everything the channel adds: the device's authorization, HPKE sealing of
-/// every message both ways, and the enclave's checks.
+/// [`sign`] with everything the channel adds: the device's authorization (over the
+/// channel), HPKE sealing of every message both ways, and the enclave's checks.
 fn sealed_sign(d: &Arc<KeyShare>, e: &Arc<KeyShare>, keys: &ChannelKeypair, auth: &DeviceAuthKey, digest: [u8; 32]) {
     let account = AccountId::parse("0123456789abcdef0123456789abcdef").expect("id");
-    let (mut dm, m0) = DeviceSign::start(d.clone(), digest).expect("start");
-    let authorization = auth.authorize(&account, Flow::Sign, &m0, 1_000);
-    let first = FirstMessage {
-        protocol: m0,
+    let (dm, m0) = DeviceSign::start(d.clone(), digest, 0).expect("start");
+    let (mut session, wire) = DeviceSession::open(&keys.public_key(), dm, |binding| FirstMessage {
+        protocol: m0.clone(),
         auth_key: None,
-        authorization: Some(authorization),
-    };
-    let (mut cc, wire) =
-        ClientChannel::seal_first(&keys.public_key(), Flow::Sign, &first.encode().expect("encode")).expect("seal");
+        authorization: auth.authorize(Some(&account), Flow::Sign, binding, &m0, 1_000),
+        label: None,
+        client_node_id: None,
+    })
+    .expect("seal");
     let (mut ec, plain) = EnclaveChannel::open_first(keys, Flow::Sign, &wire).expect("open");
     let first = FirstMessage::decode(&plain).expect("decode");
     verify_authorization(
         &auth.public_key(),
-        &account,
+        Some(&account),
         Flow::Sign,
+        &ec.binding(),
         &first.protocol,
-        first.authorization.as_ref().expect("auth"),
+        &first.authorization,
         1_000,
         300,
     )
     .expect("authorized");
-    let (mut em, _, r0) =
-        EnclaveSign::start(EnclaveSign::parse_start(&first.protocol).expect("parse"), e.clone()).expect("enclave");
-    let r0 = cc.open(0, &ec.seal(0, &r0).expect("seal")).expect("open");
-    let m1 = cc.seal(1, &dm.receive(&r0).expect("r0")).expect("seal");
-    let partial = em.step(&ec.open(1, &m1).expect("open")).expect("m1");
-    let partial = cc.open(1, &ec.seal(1, &partial).expect("seal")).expect("open");
-    black_box(dm.finish(&partial).expect("finish"));
-}
-
-fn refresh(d: &Arc<KeyShare>, e: &Arc<KeyShare>) -> (KeyShare, KeyShare) {
-    let (mut dm, m0) = DeviceRefresh::start(d.clone()).expect("start");
-    let (mut em, _, r0) =
-        EnclaveRefresh::start(EnclaveRefresh::parse_start(&m0).expect("parse"), e.clone()).expect("enclave");
-    let m1 = dm.receive(&r0).expect("r0");
-    let Next::Send(r1) = em.step(&m1).expect("m1") else {
+    let (mut em, step) =
+        EnclaveSign::start(EnclaveSign::parse_start(&first.protocol).expect("parse"), e.clone(), 1).expect("enclave");
+    let Step::Continue(r0) = step else {
         panic!("expected a reply")
     };
-    let m2 = dm.receive(&r1).expect("r1");
-    let Next::Done(es) = em.step(&m2).expect("m2") else {
+    let Next::Send(m1) = session.on_answer(&ec.seal(0, &r0).expect("seal"), false).expect("r0") else {
+        panic!("expected a message")
+    };
+    let Step::Done(()) = em.step(&ec.open(1, &m1).expect("open")).expect("m1") else {
         panic!("expected done")
     };
-    (dm.finish().expect("finish"), es)
+    let done = em.done_message(Receipt { generation: 1 }).expect("partial");
+    let Next::Done(signed) = session
+        .on_answer(&ec.seal(1, &done).expect("seal"), true)
+        .expect("partial")
+    else {
+        panic!("expected a signature")
+    };
+    black_box(signed);
+}
+
+fn refresh(d: &Arc<KeyShare>, e: &Arc<KeyShare>, kind: RefreshKind) -> (KeyShare, KeyShare) {
+    let (dm, m0) = DeviceRefresh::start(d.clone(), kind, 0).expect("start");
+    let e = e.clone();
+    let (refreshed, output) = run_local(
+        dm,
+        m0,
+        |m0| EnclaveRefresh::start(EnclaveRefresh::parse_start(m0)?, e, 1),
+        2,
+    )
+    .expect("refresh");
+    (refreshed.share, output.share)
 }
 
 /// The four dkls23 signing phases for two parties, with no envelopes or machines.
@@ -148,7 +150,12 @@ fn benches(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("slow");
     group.sample_size(10);
-    group.bench_function("tandem_refresh", |b| b.iter(|| black_box(refresh(&d, &e))));
+    group.bench_function("tandem_refresh", |b| {
+        b.iter(|| black_box(refresh(&d, &e, RefreshKind::Fast)))
+    });
+    group.bench_function("tandem_refresh_complete", |b| {
+        b.iter(|| black_box(refresh(&d, &e, RefreshKind::Complete)))
+    });
     group.bench_function("tandem_dkg", |b| b.iter(|| black_box(dkg())));
     group.finish();
 }

@@ -44,6 +44,13 @@ pub enum ErrorCode {
     RateLimited,
     /// The request body is larger than the server accepts.
     PayloadTooLarge,
+    /// The account is locked: a protocol abort showed that the other party tried to
+    /// probe long-term OT state (DKLs23 requires excluding it). Only a complete refresh,
+    /// authorized by the device key, unlocks it.
+    AccountLocked,
+    /// Stored state is older than state already seen: the store (or whoever serves it)
+    /// rolled it back. Nothing was done with the older state.
+    RollbackDetected,
 }
 
 impl ErrorCode {
@@ -65,6 +72,8 @@ impl ErrorCode {
             ErrorCode::AttestationError => 502,
             ErrorCode::RateLimited => 429,
             ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::AccountLocked => 423,
+            ErrorCode::RollbackDetected => 500,
         }
     }
 
@@ -86,6 +95,8 @@ impl ErrorCode {
             ErrorCode::AttestationError => "ATTESTATION_ERROR",
             ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::AccountLocked => "ACCOUNT_LOCKED",
+            ErrorCode::RollbackDetected => "ROLLBACK_DETECTED",
         }
     }
 }
@@ -127,9 +138,9 @@ pub enum ProtocolError {
     #[error("message belongs to flow {got}, expected {expected}")]
     WrongFlow {
         /// The flow this session runs.
-        expected: crate::message::Flow,
+        expected: crate::flow::Flow,
         /// The flow named by the message.
-        got: crate::message::Flow,
+        got: crate::flow::Flow,
     },
     /// The message is bound to another session.
     #[error("message belongs to another session")]
@@ -182,6 +193,17 @@ pub enum ProtocolError {
     /// fetch and verify a new attestation, then start the flow again.
     #[error("the enclave's channel key changed; fetch a new attestation and retry")]
     ChannelKeyChanged,
+    /// The enclave answered with an older generation of the account than this device
+    /// already saw: its store was rolled back. The flow stops before using that state.
+    #[error(
+        "the enclave's state for this account is older than this device has seen (generation {got} < {seen}): refused as a rollback"
+    )]
+    Rollback {
+        /// The largest generation this device saw before.
+        seen: u64,
+        /// The generation the enclave answered with.
+        got: u64,
+    },
     /// The device's authorization is missing, invalid, stale or replayed.
     #[error("device authorization failed: {0}")]
     Unauthorized(&'static str),
@@ -209,6 +231,7 @@ impl ProtocolError {
             ProtocolError::SignatureInvalid => ErrorCode::SigningError,
             ProtocolError::SealedPayloadInvalid => ErrorCode::InvalidRequest,
             ProtocolError::ChannelKeyChanged => ErrorCode::AttestationError,
+            ProtocolError::Rollback { .. } => ErrorCode::RollbackDetected,
             ProtocolError::Unauthorized(_) => ErrorCode::Unauthorized,
             ProtocolError::Internal(_) => ErrorCode::InternalError,
         }
@@ -231,6 +254,8 @@ mod tests {
             ErrorCode::InvalidRequest,
             ErrorCode::MpcInvalidShare,
             ErrorCode::PayloadTooLarge,
+            ErrorCode::AccountLocked,
+            ErrorCode::RollbackDetected,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));

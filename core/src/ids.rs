@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::message::Flow;
+use crate::flow::Flow;
 
 /// Identifies one run of a flow. Both parties contribute 32 random bytes, so neither can
 /// force a session id (and with it the Fiat–Shamir context of every proof) to repeat:
@@ -50,8 +50,9 @@ impl std::fmt::Display for SessionId {
     }
 }
 
-/// An account's id: 16 random bytes chosen by the enclave, 32 lowercase hex digits on the
-/// wire. The strict format matters: it names files in the enclave's keystore, so anything
+/// An account's id: 16 bytes derived from the session id of the DKG that created it (so
+/// both parties compute it and the host cannot swap it), 32 lowercase hex digits on the
+/// wire. Accounts created before version 2 carry ids the enclave drew at random. The strict format matters: it names files in the enclave's keystore, so anything
 /// else (a path, `..`) is refused at parse time.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -68,6 +69,16 @@ impl AccountId {
         let mut b = [0u8; 16];
         getrandom::fill(&mut b)?;
         Ok(AccountId(b))
+    }
+
+    /// The id of the account created by the DKG session `sid`:
+    /// `SHA-256("tandem/v2/account-id" ‖ sid)[..16]`. Both parties contributed to `sid`, so
+    /// neither (nor the host) can choose or repeat it.
+    pub fn from_dkg_session(sid: &SessionId) -> Self {
+        let d = Sha256::digest([&b"tandem/v2/account-id"[..], &sid.0[..]].concat());
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&d[..16]);
+        AccountId(out)
     }
 
     /// Parses 32 lowercase hex digits.

@@ -33,16 +33,19 @@ pub mod channel;
 pub mod engine;
 pub mod error;
 pub mod eth;
+pub mod flow;
 pub mod ids;
 pub mod keys;
 pub mod message;
 pub mod parent;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod wire;
 
 pub use addr::Addr;
 pub use engine::{KeyShare, Role, Signature};
 pub use error::{ErrorCode, ProtocolError};
 pub use eth::Address;
+pub use flow::Flow;
 pub use ids::{AccountId, SessionId, ShareId};
 pub use keys::PublicKey;
-pub use message::Flow;

@@ -18,9 +18,11 @@
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::error::ProtocolError;
+pub use crate::flow::Flow;
 
-/// Current envelope format version. Bump it when the payload encoding changes.
-pub const FORMAT_VERSION: u8 = 1;
+/// Current envelope format version. Bump it when the payload encoding changes (2: the
+/// flows' sealed done messages, commit-then-reveal DKG proofs, generations in answers).
+pub const FORMAT_VERSION: u8 = 2;
 
 /// The largest message accepted. The biggest legitimate message (the DKG's OT setup) is
 /// about 180 KB; the limit leaves room and still refuses memory-exhaustion attempts.
@@ -28,48 +30,6 @@ pub const MAX_MESSAGE_LEN: usize = 1 << 20;
 
 const MAGIC: &[u8; 3] = b"TDM";
 const HEADER_LEN: usize = 3 + 1 + 1 + 1 + 1 + 32;
-
-/// The protocol flows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[repr(u8)]
-pub enum Flow {
-    /// Distributed key generation (createAccount).
-    Dkg = 1,
-    /// Signing a 32-byte digest.
-    Sign = 2,
-    /// Replacing both shares with fresh ones of the same key.
-    Refresh = 3,
-    /// Proving a restored device share matches the account.
-    Recover = 4,
-}
-
-impl Flow {
-    fn from_u8(b: u8) -> Option<Self> {
-        match b {
-            1 => Some(Flow::Dkg),
-            2 => Some(Flow::Sign),
-            3 => Some(Flow::Refresh),
-            4 => Some(Flow::Recover),
-            _ => None,
-        }
-    }
-
-    /// The flow's name, for logs and errors.
-    pub fn name(self) -> &'static str {
-        match self {
-            Flow::Dkg => "dkg",
-            Flow::Sign => "sign",
-            Flow::Refresh => "refresh",
-            Flow::Recover => "recover",
-        }
-    }
-}
-
-impl std::fmt::Display for Flow {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// Which way a message travels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,10 +203,10 @@ mod tests {
             ProtocolError::Malformed("trailing bytes after the payload")
         );
         let mut v2 = msg;
-        v2[3] = 2;
+        v2[3] = 1;
         assert_eq!(
             Envelope::open::<(u32, Vec<u8>)>(&v2, header(0)).unwrap_err(),
-            ProtocolError::UnsupportedVersion(2)
+            ProtocolError::UnsupportedVersion(1)
         );
         let huge = vec![0u8; MAX_MESSAGE_LEN + 1];
         assert!(matches!(

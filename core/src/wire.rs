@@ -9,6 +9,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::ErrorCode;
+use crate::flow::Flow;
 use crate::ids::AccountId;
 use crate::keys::PublicKey;
 
@@ -113,33 +114,32 @@ pub struct AttestationResponse {
     pub document: B64,
 }
 
-/// `POST /v1/createAccount/start`.
+/// `POST /v1/createAccount/start`. The label and device id travel inside the sealed
+/// first message (the host cannot read or change them).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateAccountStartRequest {
     /// Optional correlation id, echoed in the response.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
-    /// A human label for the account (at most 64 characters).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub label: Option<String>,
-    /// An identifier the device chooses for itself (at most 64 characters).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_node_id: Option<String>,
-    /// The device's first DKG message.
+    /// The device's sealed first DKG message.
     pub client_message: B64,
 }
 
-/// The answer to every `…/start` that continues: the new session and the first reply.
+/// The answer to every `…/start` and `…/step`: the session and the enclave's sealed
+/// answer. With `DONE`, the sealed answer is the flow's done message (its result and the
+/// account's generation), which only the device can open and the host cannot forge.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct StartResponse {
+pub struct FlowResponse {
     /// Echo of the request's `requestId`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
     /// The session to name in `…/step`.
     pub session_id: String,
-    /// The enclave's first protocol message.
+    /// Whether another step follows.
+    pub status: Status,
+    /// The enclave's sealed answer.
     pub server_message: B64,
 }
 
@@ -156,29 +156,24 @@ pub struct StepRequest {
     pub client_message: B64,
 }
 
-/// The answer to `createAccount/step`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CreateAccountStepResponse {
-    /// Echo of the request's `requestId`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
-    /// The session.
-    pub session_id: String,
-    /// Whether another step follows.
-    pub status: Status,
-    /// With `CONTINUE`: the enclave's next message.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub server_message: Option<B64>,
-    /// With `DONE`: the new account.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub account_id: Option<AccountId>,
-    /// With `DONE`: the account's EIP-55 address.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub address: Option<String>,
-    /// With `DONE`: the account's compressed public key, hex.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub public_key: Option<PublicKey>,
+/// The path of a flow's `…/start` route.
+pub fn start_path(flow: Flow) -> &'static str {
+    match flow {
+        Flow::Dkg => "/v1/createAccount/start",
+        Flow::Sign => "/v1/sign/start",
+        Flow::Refresh => "/v1/refresh/start",
+        Flow::Recover => "/v1/recover/start",
+    }
+}
+
+/// The path of a flow's `…/step` route (recover has none: it is done in one message).
+pub fn step_path(flow: Flow) -> Option<&'static str> {
+    match flow {
+        Flow::Dkg => Some("/v1/createAccount/step"),
+        Flow::Sign => Some("/v1/sign/step"),
+        Flow::Refresh => Some("/v1/refresh/step"),
+        Flow::Recover => None,
+    }
 }
 
 /// `POST /v1/getPublicKey`.
@@ -218,56 +213,6 @@ pub struct AccountStartRequest {
     pub account_id: AccountId,
     /// The device's first protocol message.
     pub client_message: B64,
-}
-
-/// The answer to `sign/step`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SignStepResponse {
-    /// Echo of the request's `requestId`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
-    /// The session.
-    pub session_id: String,
-    /// Whether another step follows.
-    pub status: Status,
-    /// With `CONTINUE`: the enclave's next message.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub server_message: Option<B64>,
-    /// With `DONE`: the enclave's contribution, which the device combines into `(r, s, v)`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub server_partial: Option<B64>,
-}
-
-/// The answer to `recover/start`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RecoverResponse {
-    /// Echo of the request's `requestId`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
-    /// The session.
-    pub session_id: String,
-    /// Always `DONE`: the proof is one message.
-    pub status: Status,
-    /// The account's EIP-55 address.
-    pub address: String,
-}
-
-/// The answer to `refresh/step`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RefreshStepResponse {
-    /// Echo of the request's `requestId`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
-    /// The session.
-    pub session_id: String,
-    /// Whether another step follows.
-    pub status: Status,
-    /// With `CONTINUE`: the enclave's next message.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub server_message: Option<B64>,
 }
 
 /// The body of every error response.

@@ -107,16 +107,46 @@ pub struct MockAttester {
 /// The development PCR values: ASCII `TANDEM-DEV-PCR<i>`, zero-padded to 48 bytes, for
 /// PCR0–4 and PCR8; the others zero, as on a real enclave.
 pub fn dev_pcrs() -> BTreeMap<u8, Vec<u8>> {
-    (0u8..16)
+    image_pcrs("dev").unwrap_or_default()
+}
+
+/// The PCRs of the mock image `name` (1–24 letters, digits, `-` or `_`): ASCII
+/// `TANDEM-<NAME>-PCR<i>`, zero-padded to 48 bytes, for PCR0–4 and PCR8. Two names give two
+/// "images" with different measurements, so clients' pinning can be tested in mock mode.
+pub fn image_pcrs(name: &str) -> Result<BTreeMap<u8, Vec<u8>>, AttestError> {
+    if name.is_empty()
+        || name.len() > 24
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(AttestError::DevKey(format!(
+            "mock image name {name:?}: 1 to 24 letters, digits, - or _"
+        )));
+    }
+    Ok((0u8..16)
         .map(|i| {
             let mut v = vec![0u8; 48];
             if i <= 4 || i == 8 {
-                let tag = format!("TANDEM-DEV-PCR{i}");
+                let tag = format!("TANDEM-{}-PCR{i}", name.to_ascii_uppercase());
                 v[..tag.len()].copy_from_slice(tag.as_bytes());
             }
             (i, v)
         })
-        .collect()
+        .collect())
+}
+
+/// The measurements file clients pin, in the shape `scripts/build-eif.sh` writes for a
+/// real image: `{"PCR0": hex, "PCR1": hex, "PCR2": hex, "PCR8": hex}`.
+pub fn pcr_file_json(pcrs: &BTreeMap<u8, Vec<u8>>) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = [0u8, 1, 2, 8]
+        .iter()
+        .filter_map(|i| {
+            pcrs.get(i)
+                .map(|v| (format!("PCR{i}"), serde_json::Value::String(hex::encode(v))))
+        })
+        .collect();
+    serde_json::to_string_pretty(&map).unwrap_or_default()
 }
 
 fn pem_der(pem: &str) -> Result<Vec<u8>, AttestError> {
@@ -149,6 +179,21 @@ impl MockAttester {
             root_pem_path,
             pcrs: dev_pcrs(),
         })
+    }
+
+    /// Reports the PCRs of the mock image `name` (see [`image_pcrs`]) and writes them to
+    /// `enclave-pcr.json` beside the development root, for clients to pin.
+    pub fn with_image(mut self, name: &str) -> Result<Self, AttestError> {
+        self.pcrs = image_pcrs(name)?;
+        let path = self.measurements_path();
+        fs::write(&path, pcr_file_json(&self.pcrs))
+            .map_err(|e| AttestError::DevKey(format!("{}: {e}", path.display())))?;
+        Ok(self)
+    }
+
+    /// Where this mock enclave's measurements file is (`enclave-pcr.json`).
+    pub fn measurements_path(&self) -> PathBuf {
+        self.root_pem_path.with_file_name("enclave-pcr.json")
     }
 
     fn create(dir: &Path, root_path: &Path, leaf_path: &Path, key_path: &Path) -> Result<(), AttestError> {

@@ -2,9 +2,10 @@
 //!
 //! ```text
 //!  attest ──▶ credentials ──▶ unwrapDataKey ──▶ ready
-//!  (the attester    (KMS: wait for the   (open the key ring: unwrap   (the keystore
-//!   answers)         parent's push;       every data key once, or      accepts calls)
-//!                    local: skipped)      generate the first one)
+//!  (the attester    (KMS: wait for the   (open and check the key      (the keystore
+//!   answers)         parent's push;       ring, unwrap every data key  accepts calls)
+//!                    local: skipped)      once or generate the first;
+//!                                         migrate older formats)
 //! ```
 //!
 //! Each stage is logged and recorded ([`BootStatus`]); the API serves from the start, so
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::attester::Attester;
-use crate::keystore::{KeyWrapper, Keystore, KeystoreError, WrapError, open_key_ring};
+use crate::keystore::{KeyWrapper, Keystore, KeystoreError, WrapError};
 use crate::kms::credentials::CredentialSlot;
 
 /// The stages, in order.
@@ -227,9 +228,9 @@ pub async fn run(plan: BootPlan, keystore: &Keystore, status: &BootStatus) -> Re
     // 3. unwrap the data keys (first boot: generate and store the first one).
     status.set("unwrapDataKey", StageState::Running, Some(plan.wrapper.kind().into()));
     let mut backoff = Duration::from_millis(500);
-    let sealer = loop {
-        match open_key_ring(keystore.store(), &*plan.wrapper).await {
-            Ok(sealer) => break sealer,
+    let (active, keys) = loop {
+        match keystore.open_ring(&*plan.wrapper).await {
+            Ok(opened) => break opened,
             Err(e) if transient(&e) && plan.wrapper.kind() == "kms" => {
                 status.set(
                     "unwrapDataKey",
@@ -251,11 +252,10 @@ pub async fn run(plan: BootPlan, keystore: &Keystore, status: &BootStatus) -> Re
         Some(format!(
             "{} wrapper; active key {}, {} key(s) in the ring",
             plan.wrapper.kind(),
-            hex::encode(sealer.active_key_id()),
-            sealer.key_ids().len()
+            hex::encode(active),
+            keys
         )),
     );
-    keystore.set_sealer(sealer);
 
     // 4. ready.
     status.set("ready", StageState::Done, None);

@@ -92,6 +92,16 @@ pub struct Args {
     #[arg(long, default_value_t = 1024)]
     pub max_sessions: usize,
 
+    /// Most unsealed accounts kept in memory (about 50 KB each); others are unsealed from
+    /// their blob on use (well under a millisecond).
+    #[arg(long, default_value_t = crate::keystore::DEFAULT_CACHE_ACCOUNTS, env = "TANDEM_CACHE_ACCOUNTS")]
+    pub cache_accounts: usize,
+
+    /// Mock mode: the name of the development "image", from which its PCRs are derived
+    /// (`TANDEM-<NAME>-PCR<i>`); clients pin them from `<data-dir>/attestation/enclave-pcr.json`.
+    #[arg(long, default_value = "dev", value_name = "NAME")]
+    pub mock_image: String,
+
     /// Log as JSON lines (for log shipping) instead of human-readable text.
     #[arg(long)]
     pub log_json: bool,
@@ -112,6 +122,8 @@ impl Args {
         config.nitro = !self.mock;
         config.session_ttl = Duration::from_secs(self.session_ttl.max(1));
         config.max_sessions = self.max_sessions.max(1);
+        config.cache_accounts = self.cache_accounts.max(1);
+        config.mock_image.clone_from(&self.mock_image);
         if let Some(store) = self.blob_store.clone() {
             config.store = store;
         }

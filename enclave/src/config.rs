@@ -66,11 +66,20 @@ pub struct Config {
     pub max_sessions: usize,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// How many unsealed accounts the keystore caches (about 50 KB each).
+    pub cache_accounts: usize,
+    /// How many flow starts the replay window remembers; beyond it, starts are refused
+    /// with `RATE_LIMITED` until older ones age out.
+    pub max_flow_starts: usize,
+    /// The development attestation's image name (mock mode): its PCRs are derived from
+    /// it, so tests can run two "images" side by side.
+    pub mock_image: String,
 }
 
 impl Config {
     /// Mock-mode defaults with data under `data_dir`: file store, local master key, 120 s
-    /// TTL, 1024 sessions, 2 MiB bodies.
+    /// TTL, 1024 sessions, 2 MiB bodies, 4096 cached accounts, 2²⁰ flow starts per replay
+    /// window, the mock image `dev`.
     pub fn mock(data_dir: impl Into<PathBuf>) -> Self {
         Config {
             data_dir: data_dir.into(),
@@ -80,6 +89,9 @@ impl Config {
             session_ttl: Duration::from_secs(120),
             max_sessions: 1024,
             max_body_bytes: 2 << 20,
+            cache_accounts: crate::keystore::DEFAULT_CACHE_ACCOUNTS,
+            max_flow_starts: 1 << 20,
+            mock_image: "dev".into(),
         }
     }
 }

@@ -32,6 +32,7 @@ pub mod boot;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod guard;
 pub mod keystore;
 pub mod kms;
 pub mod parent;

@@ -8,10 +8,11 @@ use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::api::{AppState, router};
+use crate::api::{ATTESTATION_SLOTS, AUTH_SKEW_SECS, AppState, router};
 use crate::attester::{AttestError, Attester, MockAttester, NitroAttester};
 use crate::boot::{BootPlan, BootStatus};
 use crate::config::{Config, StoreKind, WrapperKind};
+use crate::guard::{AccountGuard, MemoryGuard};
 use crate::keystore::{
     BlobStore, FileBlobStore, KeyWrapper, Keystore, KeystoreError, LocalKeyWrapper, MemoryBlobStore, ParentBlobStore,
     WrapError,
@@ -57,6 +58,26 @@ impl Server {
     /// sequence runs here (it takes milliseconds), so the server is ready to sign when
     /// this returns; with KMS the boot runs in [`run`], beside the API.
     pub fn open(config: &Config) -> Result<Self, OpenError> {
+        Self::open_with(config, None, None)
+    }
+
+    /// [`Server::open`] with `store` instead of the one `config` names (tests put a
+    /// hostile or failing store here).
+    pub fn open_with_store(config: &Config, store: Arc<dyn BlobStore>) -> Result<Self, OpenError> {
+        Self::open_with(config, Some(store), None)
+    }
+
+    /// [`Server::open`] with another backend of the per-account rules (the multi-instance
+    /// store-backed one; a no-op one in the benchmark that prices the checks).
+    pub fn open_with_guard(config: &Config, guard: Arc<dyn AccountGuard>) -> Result<Self, OpenError> {
+        Self::open_with(config, None, Some(guard))
+    }
+
+    fn open_with(
+        config: &Config,
+        store: Option<Arc<dyn BlobStore>>,
+        guard: Option<Arc<dyn AccountGuard>>,
+    ) -> Result<Self, OpenError> {
         let attester: Arc<dyn Attester>;
         let mut dev_root = None;
         if config.nitro {
@@ -80,14 +101,16 @@ impl Server {
             }
             attester = Arc::new(NitroAttester::open()?);
         } else {
-            let mock = MockAttester::load_or_create(&config.data_dir.join("attestation"))?;
+            let mock =
+                MockAttester::load_or_create(&config.data_dir.join("attestation"))?.with_image(&config.mock_image)?;
             dev_root = Some(mock.root_pem_path().to_path_buf());
             attester = Arc::new(mock);
         }
-        let store: Arc<dyn BlobStore> = match &config.store {
-            StoreKind::File => Arc::new(FileBlobStore::open(config.data_dir.join("accounts"))?),
-            StoreKind::Memory => Arc::new(MemoryBlobStore::default()),
-            StoreKind::Parent(addr) => Arc::new(ParentBlobStore::new(addr.clone())),
+        let store: Arc<dyn BlobStore> = match (store, &config.store) {
+            (Some(store), _) => store,
+            (None, StoreKind::File) => Arc::new(FileBlobStore::open(config.data_dir.join("accounts"))?),
+            (None, StoreKind::Memory) => Arc::new(MemoryBlobStore::default()),
+            (None, StoreKind::Parent(addr)) => Arc::new(ParentBlobStore::new(addr.clone())),
         };
         let (wrapper, credentials): (Arc<dyn KeyWrapper>, Option<CredentialSlot>) = match &config.wrapper {
             WrapperKind::Local => (
@@ -121,11 +144,18 @@ impl Server {
         };
         let state = AppState {
             sessions: Sessions::new(config.session_ttl, config.max_sessions),
-            keystore: Keystore::not_ready(store),
+            keystore: Keystore::with_options(
+                store,
+                guard.unwrap_or_else(|| Arc::new(MemoryGuard::default())),
+                config.cache_accounts,
+            ),
             mock_mode: attester.is_mock(),
             channel,
             attester,
-            replay: ReplayCache::new(Duration::from_secs(900), 1 << 20),
+            // Authorizations are accepted within ±AUTH_SKEW_SECS: remember each channel
+            // for at least twice that.
+            replay: ReplayCache::new(Duration::from_secs(2 * AUTH_SKEW_SECS + 60), config.max_flow_starts),
+            attestation_slots: tokio::sync::Semaphore::new(ATTESTATION_SLOTS),
             boot: Arc::new(BootStatus::new()),
             credentials,
             clock: crate::runtime::ClockDrift::default(),
@@ -192,6 +222,11 @@ impl Server {
     /// trust (`danger_allow_mock`).
     pub fn dev_root_pem(&self) -> Option<&std::path::Path> {
         self.dev_root.as_deref()
+    }
+
+    /// In mock mode, the mock image's measurements file (`enclave-pcr.json`) clients pin.
+    pub fn measurements_path(&self) -> Option<std::path::PathBuf> {
+        self.dev_root.as_deref().map(|p| p.with_file_name("enclave-pcr.json"))
     }
 
     /// The shared state (sessions, keystore).

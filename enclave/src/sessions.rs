@@ -3,70 +3,91 @@
 //! A session holds an enclave-side state machine between HTTP calls. Sessions live only
 //! in memory: a restart drops them, and the device simply starts the flow again. Expired
 //! sessions answer `MPC_TIMEOUT` until the reaper removes them; unknown ones answer
-//! `INVALID_SESSION`. A session whose step fails is removed (its machine is poisoned).
+//! `INVALID_SESSION`. The table does not know the flows' types: each entry holds its
+//! flow's machine type-erased, and the generic step handler, which knows the flow of its
+//! route, gets it back typed ([`Live::take_state`]).
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tandem_core::channel::EnclaveChannel;
-use tandem_core::engine::{EnclaveDkg, EnclaveRefresh, EnclaveSign};
-use tandem_core::{AccountId, ErrorCode, Flow, SessionId};
+use tandem_core::{AccountId, Flow, SessionId};
 
-use crate::error::ApiError;
+use crate::error::{EnclaveError, SessionError};
 
-/// The enclave-side machine a session runs.
-pub enum Machine {
-    /// createAccount, with the metadata the account will be stored with.
-    Dkg {
-        /// The DKG machine.
-        machine: Box<EnclaveDkg>,
-        /// Label from `createAccount/start`.
-        label: Option<String>,
-        /// The device's auth public key, registered with the account.
-        auth_key: [u8; 32],
-        /// Device id from `createAccount/start`.
-        client_node_id: Option<String>,
-    },
-    /// Signing with an account.
-    Sign {
-        /// The sign machine.
-        machine: Box<EnclaveSign>,
-        /// The account.
-        account: AccountId,
-        /// Whether the device signs with the pending share of a refresh: success
-        /// proves it holds that share, and the enclave then promotes it.
-        confirms_refresh: bool,
-    },
-    /// Refreshing an account.
-    Refresh {
-        /// The refresh machine.
-        machine: Box<EnclaveRefresh>,
-        /// The account.
-        account: AccountId,
-    },
-}
-
-impl Machine {
-    /// The flow this machine runs.
-    pub fn flow(&self) -> Flow {
-        match self {
-            Machine::Dkg { .. } => Flow::Dkg,
-            Machine::Sign { .. } => Flow::Sign,
-            Machine::Refresh { .. } => Flow::Refresh,
-        }
-    }
-}
-
-/// A session's state between steps: the protocol machine, the sealed channel it talks
-/// through, and the step the device's next message must carry.
+/// A session's state between steps: the flow's machine (type-erased), the sealed channel
+/// it talks through, and the step the device's next message must carry.
 pub struct Live {
-    /// The protocol machine.
-    pub machine: Machine,
+    /// The flow.
+    pub flow: Flow,
+    /// The account the session acts on (none for createAccount).
+    pub account: Option<AccountId>,
     /// The end-to-end channel of this session.
     pub channel: EnclaveChannel,
     /// The step number of the device's next message.
     pub next_step: u8,
+    state: Box<dyn Any + Send>,
+}
+
+impl Live {
+    /// A session of `flow` holding `state` (the flow's machine and what it carries).
+    pub fn new<S: Send + 'static>(
+        flow: Flow,
+        account: Option<AccountId>,
+        channel: EnclaveChannel,
+        next_step: u8,
+        state: S,
+    ) -> Self {
+        Live {
+            flow,
+            account,
+            channel,
+            next_step,
+            state: Box::new(state),
+        }
+    }
+
+    /// The flow's state, typed. The table already checked the flow, so a type mismatch
+    /// is our bug.
+    pub fn take_state<S: Send + 'static>(self) -> Result<(S, LiveParts), EnclaveError> {
+        let parts = LiveParts {
+            flow: self.flow,
+            account: self.account,
+            channel: self.channel,
+            next_step: self.next_step,
+        };
+        self.state
+            .downcast::<S>()
+            .map(|s| (*s, parts))
+            .map_err(|_| EnclaveError::Internal("session state of another type"))
+    }
+}
+
+/// A [`Live`] session without its state, while the state is out being stepped.
+pub struct LiveParts {
+    /// The flow.
+    pub flow: Flow,
+    /// The account the session acts on.
+    pub account: Option<AccountId>,
+    /// The channel.
+    pub channel: EnclaveChannel,
+    /// The step number of the device's next message.
+    pub next_step: u8,
+}
+
+impl LiveParts {
+    /// Puts a state back, for the next step.
+    pub fn with_state<S: Send + 'static>(self, next_step: u8, state: S) -> Live {
+        Live {
+            flow: self.flow,
+            account: self.account,
+            channel: self.channel,
+            next_step,
+            state: Box::new(state),
+        }
+    }
 }
 
 struct Entry {
@@ -83,8 +104,8 @@ pub struct Sessions {
     table: Mutex<HashMap<SessionId, Entry>>,
 }
 
-fn busy() -> ApiError {
-    ApiError::new(ErrorCode::InternalError, "session table lock poisoned")
+fn poisoned() -> EnclaveError {
+    EnclaveError::Internal("session table lock poisoned")
 }
 
 impl Sessions {
@@ -98,70 +119,57 @@ impl Sessions {
     }
 
     /// Refuses a new session when the table is full (checked before expensive work).
-    pub fn check_capacity(&self) -> Result<(), ApiError> {
-        let table = self.table.lock().map_err(|_| busy())?;
+    pub fn check_capacity(&self) -> Result<(), EnclaveError> {
+        let table = self.table.lock().map_err(|_| poisoned())?;
         if table.len() >= self.max {
-            return Err(ApiError::new(
-                ErrorCode::RateLimited,
-                "too many sessions in flight; retry shortly",
-            ));
+            return Err(SessionError::Full.into());
         }
         Ok(())
     }
 
     /// Stores a new session.
-    pub fn insert(&self, id: SessionId, live: Live) -> Result<(), ApiError> {
-        let mut table = self.table.lock().map_err(|_| busy())?;
+    pub fn insert(&self, id: SessionId, live: Live) -> Result<(), EnclaveError> {
+        let mut table = self.table.lock().map_err(|_| poisoned())?;
         if table.len() >= self.max {
-            return Err(ApiError::new(
-                ErrorCode::RateLimited,
-                "too many sessions in flight; retry shortly",
-            ));
+            return Err(SessionError::Full.into());
         }
         table.insert(
             id,
             Entry {
                 created: Instant::now(),
-                flow: live.machine.flow(),
+                flow: live.flow,
                 live: Some(live),
             },
         );
         Ok(())
     }
 
-    /// Takes the machine of session `id` for one step. The session stays in the table,
-    /// marked busy, until [`Sessions::put_back`] or [`Sessions::remove`]: a concurrent
-    /// step of the same session is refused instead of racing.
-    pub fn take(&self, id: &SessionId, flow: Flow) -> Result<Live, ApiError> {
-        let mut table = self.table.lock().map_err(|_| busy())?;
+    /// Takes the machine of session `id` for one step of `flow`. The session stays in the
+    /// table, marked busy, until [`Sessions::put_back`] or [`Sessions::remove`]: a
+    /// concurrent step of the same session is refused instead of racing. A step sent to
+    /// another flow's route is refused without touching the session.
+    pub fn take(&self, id: &SessionId, flow: Flow) -> Result<Live, EnclaveError> {
+        let mut table = self.table.lock().map_err(|_| poisoned())?;
         let Some(entry) = table.get_mut(id) else {
-            return Err(ApiError::new(
-                ErrorCode::InvalidSession,
-                "unknown session (finished, failed, or the server restarted)",
-            ));
+            return Err(SessionError::Unknown.into());
         };
         if entry.created.elapsed() > self.ttl {
             table.remove(id);
-            return Err(ApiError::new(
-                ErrorCode::MpcTimeout,
-                "session expired; start the flow again",
-            ));
+            return Err(SessionError::Expired.into());
         }
         if entry.flow != flow {
-            return Err(ApiError::new(
-                ErrorCode::InvalidSession,
-                format!("session belongs to the {} flow, not {}", entry.flow, flow),
-            ));
+            return Err(SessionError::WrongFlow {
+                session: entry.flow,
+                route: flow,
+            }
+            .into());
         }
-        entry
-            .live
-            .take()
-            .ok_or_else(|| ApiError::new(ErrorCode::InvalidSession, "a step of this session is already running"))
+        entry.live.take().ok_or_else(|| SessionError::Busy.into())
     }
 
     /// Returns a machine after a successful, non-final step.
-    pub fn put_back(&self, id: &SessionId, live: Live) -> Result<(), ApiError> {
-        let mut table = self.table.lock().map_err(|_| busy())?;
+    pub fn put_back(&self, id: &SessionId, live: Live) -> Result<(), EnclaveError> {
+        let mut table = self.table.lock().map_err(|_| poisoned())?;
         if let Some(entry) = table.get_mut(id) {
             entry.live = Some(live);
         }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use tandem_core::AccountId;
 use tandem_enclave::keystore::{
-    BlobName, BlobStore, Expect, KeyWrapper, KeystoreError, MemoryBlobStore, WrapError, open_key_ring,
+    BlobName, BlobStore, Expect, KeyWrapper, KeystoreError, MemoryBlobStore, WrapError, ring,
 };
 use tandem_enclave::kms::credentials::{CredentialSlot, PushedCredentials, SecretString};
 use tandem_enclave::kms::http::KmsTransport;
@@ -244,20 +244,20 @@ async fn kms_generate_and_decrypt_against_moto() {
 
     // The key ring: first boot generates and stores; the second boot decrypts.
     let store: Arc<dyn BlobStore> = Arc::new(MemoryBlobStore::default());
-    let first = open_key_ring(&store, &wrapper).await.unwrap();
+    let first = ring::open(&store, &wrapper).await.unwrap().sealer;
     let id = AccountId::random().unwrap();
-    let blob = first.seal(&id, b"server share").unwrap();
+    let blob = first.seal(&id, 1, b"server share").unwrap();
     let ring = store.get(&BlobName::KeyRing).unwrap().unwrap();
     assert!(String::from_utf8_lossy(&ring.blob).contains("\"wrapper\": \"kms\""));
-    let second = open_key_ring(&store, &wrapper).await.unwrap();
+    let second = ring::open(&store, &wrapper).await.unwrap().sealer;
     assert_eq!(second.active_key_id(), first.active_key_id());
-    assert_eq!(&second.open(&id, &blob).unwrap()[..], b"server share");
+    assert_eq!(&second.open(&id, 1, &blob).unwrap()[..], b"server share");
 
     // Another KMS key cannot decrypt this ring's data key.
     let other_arn = create_key(&moto).await;
     let client = tandem_enclave::kms::client(&config(&moto, &other_arn), credentials()).unwrap();
     let other = KmsKeyWrapper::new(client, other_arn, RecipientMode::DangerNoRecipient);
-    let err = open_key_ring(&store, &other).await.unwrap_err();
+    let err = ring::open(&store, &other).await.err().unwrap();
     assert!(matches!(err, KeystoreError::Wrap(_)), "{err:?}");
     // A local-wrapper ring is never handed to KMS (and vice versa).
     store.put(&BlobName::KeyRing, &ring.blob, Expect::Any).unwrap();

@@ -54,9 +54,12 @@ async fn backup_wipe_restore_recover_sign_across_an_enclave_restart() {
     let (a, b) = (a.unwrap(), b.unwrap());
     signs(&client, &a, "before the backup").await.unwrap();
 
-    let mut pcrs = std::collections::BTreeMap::new();
-    pcrs.insert(0u8, vec![0x11; 48]);
-    let (file, encrypt_time) = encrypt(BackupContents::new(a.clone()).with_expected_pcrs(pcrs.clone())).await;
+    let image = tandem_sdk::attestation::ImageMeasurements::new(
+        [(0u8, vec![0x11; 48]), (1, vec![0x12; 48]), (2, vec![0x13; 48])].into(),
+    )
+    .unwrap();
+    let (file, encrypt_time) =
+        encrypt(BackupContents::new(a.clone()).with_accepted_images(std::slice::from_ref(&image))).await;
 
     // Wipe the device (only the backup file survives) and restart the enclave (SIGKILL).
     let (id, address) = (a.id(), a.address());
@@ -105,7 +108,7 @@ async fn backup_wipe_restore_recover_sign_across_an_enclave_restart() {
     assert_eq!(restored.account.id(), id);
     assert_eq!(restored.account.address(), address);
     assert_eq!(restored.account.label(), Some("a"));
-    assert_eq!(restored.expected_pcrs, pcrs);
+    assert_eq!(restored.images(), vec![image]);
     signs(&client, &restored.account, "after the restore").await.unwrap();
 
     // A backup whose share is not the account's (B's share under A's id, with A's device
@@ -185,7 +188,7 @@ async fn interrupted_refresh(kill_at: u8) {
 
     let running = Mutex::new(Some(enclave));
     let err = client
-        .refresh_with_progress(&account, |stage, _| {
+        .refresh_with_progress(&account, tandem_core::engine::RefreshKind::Fast, |stage, _| {
             if stage == kill_at {
                 // Dropping the handle SIGKILLs the process and reaps it.
                 drop(running.lock().unwrap().take());

@@ -19,7 +19,6 @@ use tandem_enclave::config::{Config, StoreKind};
 use tandem_enclave::server::{Listener, Server};
 use tandem_proxy::config::{Rate, RateLimitConfig};
 use tandem_proxy::server::LocalProxy;
-use tandem_sdk::attestation::AttestationPolicy;
 use tandem_sdk::{Account, Client};
 use tokio_util::sync::CancellationToken;
 
@@ -98,11 +97,11 @@ async fn main() {
     let enclave_addr = enclave.authority().unwrap();
     let dev_root_pem = std::fs::read_to_string(server.dev_root_pem().unwrap()).unwrap();
     // Both clients accept the mock enclave's attestation (its development root) and nothing else.
-    let policy = || AttestationPolicy::nitro().danger_allow_mock(&dev_root_pem).unwrap();
+    let policy = || tandem_testkit::mock_policy(&dev_root_pem);
     let stop = CancellationToken::new();
     tokio::spawn(tandem_enclave::server::run(server, listener, stop.clone()));
 
-    // The proxy, in this process, as `tandem demo` runs it (development certificates),
+    // The proxy, in this process, as `tandem-dev demo` runs it (development certificates),
     // with the limits out of the way: this measures the path, not the limiter's refusals.
     let proxy = LocalProxy::start(enclave, &dir.path().join("tls"), |config| {
         let unlimited = Rate::per_second(1_000_000, 1_000_000);

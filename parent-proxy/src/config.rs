@@ -1,5 +1,5 @@
 //! The proxy's configuration: every limit and timeout in one plain struct, with defaults
-//! sized for one enclave, so that the binary, `tandem demo` and the tests build it the same
+//! sized for one enclave, so that the binary, `tandem-dev demo` and the tests build it the same
 //! way and nothing is tuned by a hidden constant.
 
 use std::net::IpAddr;

@@ -38,7 +38,7 @@
 //! * [`observability`]: request ids, access logs and Prometheus metrics;
 //! * [`error`]: the one mapping from proxy errors to wire error codes;
 //! * [`server`]: the HTTPS accept loop ([`serve`]), and [`LocalProxy`], a development proxy
-//!   on a loopback port for `tandem demo` and benchmarks.
+//!   on a loopback port for `tandem-dev demo` and benchmarks.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

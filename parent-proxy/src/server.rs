@@ -1,8 +1,8 @@
 //! Accepting and serving client connections until shutdown.
 //!
 //! The caller owns the listeners and the shutdown signal ([`serve`]), so the parent
-//! ([`crate::Parent`]), the CLI's `tandem demo` and the tests start the HTTPS front the
-//! same way, on any port.
+//! ([`crate::Parent`]), `tandem-dev demo` and the tests start the HTTPS front the same
+//! way, on any port.
 //!
 //! Per connection: a slot from the connection cap, a TLS handshake under a timeout, then
 //! HTTP/2 or HTTP/1.1 as ALPN chose, with hyper's header-read timeout against slowloris
@@ -150,7 +150,7 @@ pub async fn serve(
 }
 
 /// A development proxy on a free loopback port with self-signed certificates: what
-/// `tandem demo` (and benchmarks) run in-process in front of an in-process enclave.
+/// `tandem-dev demo` (and benchmarks) run in-process in front of an in-process enclave.
 /// It stops when [`LocalProxy::shutdown`] is awaited or when it is dropped.
 ///
 /// ```no_run

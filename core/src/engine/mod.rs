@@ -13,6 +13,8 @@
 //!   …                                        … until Done
 //! ```
 //!
+//! Every machine implements [`DeviceFlow`](crate::flow::DeviceFlow) or
+//! [`EnclaveFlow`](crate::flow::EnclaveFlow), so one generic driver runs each side.
 //! Every message is an [`Envelope`](crate::message::Envelope) bound to its flow, session,
 //! step and direction. Any error poisons the machine: later calls answer
 //! [`ProtocolError::SessionClosed`]. Message routing fields inside `dkls23` payloads are
@@ -26,10 +28,12 @@ mod recover;
 mod refresh;
 mod sign;
 
-pub use dkg::{DeviceDkg, EnclaveDkg};
-pub use recover::{DeviceRecover, EnclaveRecover, RecoverStart};
-pub use refresh::{DeviceRefresh, EnclaveRefresh, RefreshStart};
-pub use sign::{DeviceSign, EnclaveSign, SignStart};
+pub use dkg::{Created, DeviceDkg, DkgOutput, EnclaveDkg};
+pub use recover::{DeviceRecover, EnclaveRecover, RecoverStart, Recovered};
+pub use refresh::{DeviceRefresh, EnclaveRefresh, RefreshKind, RefreshOutput, RefreshStart, Refreshed};
+#[cfg(any(test, feature = "testing"))]
+pub(crate) use sign::tamper;
+pub use sign::{DeviceSign, EnclaveSign, SignStart, Signed};
 
 use dkls23::protocols::{Abort, AbortKind, Parameters, PartiesMessage, Party, PartyIndex};
 use k256::Secp256k1;
@@ -87,14 +91,7 @@ fn parameters() -> Parameters {
     }
 }
 
-/// What the state machine asks its driver to do next.
-#[derive(Debug)]
-pub enum Next<T> {
-    /// Send this message to the peer and feed its reply back in.
-    Send(Vec<u8>),
-    /// The flow is complete.
-    Done(T),
-}
+pub use crate::flow::{Next, Step};
 
 /// One party's share of a 2-of-2 key: the long-term secret of one side.
 ///
@@ -171,6 +168,31 @@ impl KeyShare {
         KeyShare::new(role, party)
     }
 
+    /// A fingerprint of this share's two-party multiplication (OT) state:
+    /// `SHA-256("tandem/v1/ot-state" ‖ postcard(senders) ‖ postcard(receivers))`.
+    ///
+    /// The device sends it when a key generation is born (DKG, refresh) and again in the
+    /// recovery check, so the enclave can tell a device share whose OT seeds rotted (which
+    /// would pass the key proof and then fail an OT consistency check — a ban) from an
+    /// intact one. It is a hash of 256-bit secrets taken as one value: it reveals nothing
+    /// the enclave could use (review finding L7).
+    pub fn ot_fingerprint(&self) -> Result<[u8; 32], ProtocolError> {
+        use sha2::{Digest, Sha256};
+        let senders = Zeroizing::new(
+            postcard::to_allocvec(&self.party.mul_senders).map_err(|_| ProtocolError::Internal("OT state encoding"))?,
+        );
+        let receivers = Zeroizing::new(
+            postcard::to_allocvec(&self.party.mul_receivers)
+                .map_err(|_| ProtocolError::Internal("OT state encoding"))?,
+        );
+        let mut h = Sha256::new();
+        h.update(b"tandem/v1/ot-state");
+        h.update((senders.len() as u64).to_be_bytes());
+        h.update(&senders[..]);
+        h.update(&receivers[..]);
+        Ok(h.finalize().into())
+    }
+
     /// This party's verification share `poly_point·G`.
     fn own_point(&self) -> k256::AffinePoint {
         (k256::ProjectivePoint::GENERATOR * self.party.poly_point).to_affine()
@@ -225,6 +247,14 @@ fn single<T>(mut v: Vec<T>) -> Result<T, ProtocolError> {
     }
     v.pop()
         .ok_or(ProtocolError::Internal("expected exactly one message for the peer"))
+}
+
+/// Refuses an enclave answer whose generation is older than the device already saw.
+fn check_generation(seen: u64, got: u64) -> Result<(), ProtocolError> {
+    if got < seen {
+        return Err(ProtocolError::Rollback { seen, got });
+    }
+    Ok(())
 }
 
 /// Fresh 32 random bytes for a session nonce.

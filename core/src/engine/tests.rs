@@ -5,35 +5,48 @@ use std::sync::Arc;
 use k256::ecdsa::signature::hazmat::PrehashVerifier;
 
 use super::*;
+use crate::flow::{DeviceFlow, EnclaveFlow, Receipt};
+use crate::ids::AccountId;
 use crate::message::{Direction, Envelope, Expect};
+use crate::testing::{drive, malicious};
 
 /// Runs a DKG between a device and an enclave machine; returns both shares.
 pub(crate) fn run_dkg() -> (KeyShare, KeyShare) {
-    let (mut device, m0) = DeviceDkg::start().unwrap();
-    let (mut enclave, _sid, r0) = EnclaveDkg::start(&m0).unwrap();
-    let m1 = device.receive(&r0).unwrap();
-    let Next::Send(r1) = enclave.step(&m1).unwrap() else {
-        panic!("expected a reply")
-    };
-    let m2 = device.receive(&r1).unwrap();
-    let Next::Done(enclave_share) = enclave.step(&m2).unwrap() else {
-        panic!("expected done")
-    };
-    let device_share = device.finish(&enclave_share.public_key()).unwrap();
-    (device_share, enclave_share)
+    let (device, enclave, _) = crate::testing::dkg().unwrap();
+    (device, enclave)
 }
 
-pub(crate) fn run_sign(
+fn run_sign(device: &Arc<KeyShare>, enclave: &Arc<KeyShare>, digest: [u8; 32]) -> Result<Signature, ProtocolError> {
+    crate::testing::sign(device, enclave, digest)
+}
+
+fn run_refresh(
     device: &Arc<KeyShare>,
     enclave: &Arc<KeyShare>,
-    digest: [u8; 32],
-) -> Result<Signature, ProtocolError> {
-    let (mut d, m0) = DeviceSign::start(device.clone(), digest)?;
-    let start = EnclaveSign::parse_start(&m0)?;
-    let (mut e, _sid, r0) = EnclaveSign::start(start, enclave.clone())?;
-    let m1 = d.receive(&r0)?;
-    let partial = e.step(&m1)?;
-    d.finish(&partial)
+    kind: RefreshKind,
+) -> Result<(KeyShare, KeyShare), ProtocolError> {
+    let (d, m0) = DeviceRefresh::start(device.clone(), kind, 3)?;
+    let enclave = enclave.clone();
+    let (refreshed, output) = drive(
+        d,
+        m0,
+        |m0| EnclaveRefresh::start(EnclaveRefresh::parse_start(m0)?, enclave, 3),
+        4,
+    )?;
+    assert_eq!(refreshed.generation, 4);
+    assert_eq!(output.kind, kind);
+    assert_eq!(output.device_ot_fingerprint, refreshed.share.ot_fingerprint().unwrap());
+    Ok((refreshed.share, output.share))
+}
+
+fn run_recover(device: &KeyShare, enclave: &KeyShare) -> Result<(Recovered, ShareId), ProtocolError> {
+    let (d, m0) = DeviceRecover::start(device, 1)?;
+    drive(
+        d,
+        m0,
+        |m0| EnclaveRecover::start(&EnclaveRecover::parse_start(m0)?, enclave),
+        2,
+    )
 }
 
 fn verify(pk: &PublicKey, digest: &[u8; 32], sig: &Signature) {
@@ -51,10 +64,11 @@ fn verify(pk: &PublicKey, digest: &[u8; 32], sig: &Signature) {
 
 #[test]
 fn dkg_sign_refresh_recover_end_to_end() {
-    let (device, enclave) = run_dkg();
+    let (device, enclave, account) = crate::testing::dkg().unwrap();
     assert_eq!(device.public_key(), enclave.public_key());
     assert_eq!(device.share_id(), enclave.share_id());
     assert_eq!(device.role(), Role::Device);
+    assert_ne!(account, AccountId::random().unwrap());
 
     // Shares survive serialization.
     let device = KeyShare::from_bytes(&device.to_bytes().unwrap()).unwrap();
@@ -67,70 +81,110 @@ fn dkg_sign_refresh_recover_end_to_end() {
         verify(&device.public_key(), &digest, &sig);
     }
 
-    // Recovery check passes for the right share.
-    let m = DeviceRecover::message(&device).unwrap();
-    let start = EnclaveRecover::parse_start(&m).unwrap();
-    EnclaveRecover::verify(&start, &enclave).unwrap();
+    // Recovery check passes for the right share, with a sealed receipt.
+    let (recovered, share_id) = run_recover(&device, &enclave).unwrap();
+    assert_eq!(recovered.generation, 2);
+    assert_eq!(share_id, device.share_id());
 
-    // Refresh: same key, new generation; old + new cannot sign together.
-    let (mut d, m0) = DeviceRefresh::start(device.clone()).unwrap();
-    let (mut e, _sid, r0) = EnclaveRefresh::start(EnclaveRefresh::parse_start(&m0).unwrap(), enclave).unwrap();
-    let m1 = d.receive(&r0).unwrap();
-    let Next::Send(r1) = e.step(&m1).unwrap() else { panic!() };
-    let m2 = d.receive(&r1).unwrap();
-    let Next::Done(new_enclave) = e.step(&m2).unwrap() else {
-        panic!()
-    };
-    let new_device = d.finish().unwrap();
-    assert_eq!(new_device.public_key(), device.public_key());
-    assert_ne!(new_device.share_id(), device.share_id());
-    assert_eq!(new_device.share_id(), new_enclave.share_id());
-    let (new_device, new_enclave) = (Arc::new(new_device), Arc::new(new_enclave));
+    // Refresh (both kinds): same key, new generation; old + new cannot sign together.
+    for kind in [RefreshKind::Fast, RefreshKind::Complete] {
+        let (new_device, new_enclave) = run_refresh(&device, &enclave, kind).unwrap();
+        assert_eq!(new_device.public_key(), device.public_key());
+        assert_ne!(new_device.share_id(), device.share_id());
+        assert_eq!(new_device.share_id(), new_enclave.share_id());
+        let (new_device, new_enclave) = (Arc::new(new_device), Arc::new(new_enclave));
 
-    let digest = [0x42; 32];
-    let sig = run_sign(&new_device, &new_enclave, digest).unwrap();
-    verify(&device.public_key(), &digest, &sig);
+        let digest = [0x42; 32];
+        let sig = run_sign(&new_device, &new_enclave, digest).unwrap();
+        verify(&device.public_key(), &digest, &sig);
 
-    let err = run_sign(&device, &new_enclave, digest).unwrap_err();
-    assert_eq!(err.code(), crate::ErrorCode::MpcInvalidShare);
+        let err = run_sign(&device, &new_enclave, digest).unwrap_err();
+        assert_eq!(err.code(), crate::ErrorCode::MpcInvalidShare);
 
-    // Old device share fails the recovery check against the new enclave share...
-    let m = DeviceRecover::message(&device).unwrap();
-    let start = EnclaveRecover::parse_start(&m).unwrap();
-    assert_eq!(
-        EnclaveRecover::verify(&start, &new_enclave).unwrap_err(),
-        ProtocolError::RecoveryFailed
-    );
-    // ...and the new one passes.
-    let m = DeviceRecover::message(&new_device).unwrap();
-    EnclaveRecover::verify(&EnclaveRecover::parse_start(&m).unwrap(), &new_enclave).unwrap();
+        // Old device share fails the recovery check against the new enclave share...
+        assert_eq!(
+            run_recover(&device, &new_enclave).unwrap_err(),
+            ProtocolError::RecoveryFailed
+        );
+        // ...and the new one passes.
+        run_recover(&new_device, &new_enclave).unwrap();
+    }
+}
+
+/// A complete refresh replaces the multiplication (OT) state itself; a fast one derives it
+/// from the old one. The OT fingerprint shows the difference.
+#[test]
+fn a_complete_refresh_replaces_the_ot_state() {
+    let (device, enclave) = run_dkg();
+    let (device, enclave) = (Arc::new(device), Arc::new(enclave));
+    let before = device.ot_fingerprint().unwrap();
+    let (fast, _) = run_refresh(&device, &enclave, RefreshKind::Fast).unwrap();
+    let (complete, _) = run_refresh(&device, &enclave, RefreshKind::Complete).unwrap();
+    assert_ne!(fast.ot_fingerprint().unwrap(), before);
+    assert_ne!(complete.ot_fingerprint().unwrap(), before);
+    // Fast refresh keeps each party's OT-extension correlation Δ up to a shared value; a
+    // complete refresh draws a new one. Either way the stored states differ entirely.
+    assert_ne!(fast.ot_fingerprint().unwrap(), complete.ot_fingerprint().unwrap());
 }
 
 #[test]
 fn recovery_refuses_another_accounts_share() {
     let (device_a, _enclave_a) = run_dkg();
     let (_device_b, enclave_b) = run_dkg();
-    let m = DeviceRecover::message(&device_a).unwrap();
-    let start = EnclaveRecover::parse_start(&m).unwrap();
     assert_eq!(
-        EnclaveRecover::verify(&start, &enclave_b).unwrap_err(),
+        run_recover(&device_a, &enclave_b).unwrap_err(),
         ProtocolError::RecoveryFailed
     );
+}
+
+/// The device refuses an enclave whose answers carry an older generation than it saw:
+/// in the first answer of a signature (before it runs phase 2 on it) and in the done
+/// message of a recovery check.
+#[test]
+fn rolled_back_enclave_state_is_refused_by_the_device() {
+    let (device, enclave) = run_dkg();
+    let (device, enclave) = (Arc::new(device), Arc::new(enclave));
+    let (d, m0) = DeviceSign::start(device.clone(), [7; 32], 5).unwrap();
+    let e = enclave.clone();
+    let err = drive(d, m0, |m0| EnclaveSign::start(EnclaveSign::parse_start(m0)?, e, 4), 4)
+        .err()
+        .unwrap();
+    assert_eq!(err, ProtocolError::Rollback { seen: 5, got: 4 });
+    assert_eq!(err.code(), crate::ErrorCode::RollbackDetected);
+
+    let (d, m0) = DeviceRecover::start(&device, 9).unwrap();
+    let err = drive(
+        d,
+        m0,
+        |m0| EnclaveRecover::start(&EnclaveRecover::parse_start(m0)?, &enclave),
+        8,
+    )
+    .err()
+    .unwrap();
+    assert_eq!(err, ProtocolError::Rollback { seen: 9, got: 8 });
 }
 
 #[test]
 fn replayed_reordered_and_cross_session_messages_are_refused() {
     let (device, enclave) = run_dkg();
     let (device, enclave) = (Arc::new(device), Arc::new(enclave));
+    let continue_msg = |s: Step<()>| match s {
+        Step::Continue(m) => m,
+        Step::Done(()) => panic!("expected a reply"),
+    };
+    let send_msg = |n: Next<Signed>| match n {
+        Next::Send(m) => m,
+        Next::Done(_) => panic!("expected a message"),
+    };
 
     // Two concurrent sign sessions on the same key.
-    let (mut d1, a0) = DeviceSign::start(device.clone(), [1; 32]).unwrap();
-    let (e1, _, ar0) = EnclaveSign::start(EnclaveSign::parse_start(&a0).unwrap(), enclave.clone()).unwrap();
-    let (mut d2, b0) = DeviceSign::start(device.clone(), [2; 32]).unwrap();
-    let (mut e2, _, br0) = EnclaveSign::start(EnclaveSign::parse_start(&b0).unwrap(), enclave.clone()).unwrap();
+    let (mut d1, a0) = DeviceSign::start(device.clone(), [1; 32], 0).unwrap();
+    let (e1, ar0) = EnclaveSign::start(EnclaveSign::parse_start(&a0).unwrap(), enclave.clone(), 1).unwrap();
+    let (mut d2, b0) = DeviceSign::start(device.clone(), [2; 32], 0).unwrap();
+    let (mut e2, br0) = EnclaveSign::start(EnclaveSign::parse_start(&b0).unwrap(), enclave.clone(), 1).unwrap();
 
-    let a1 = d1.receive(&ar0).unwrap();
-    let b1 = d2.receive(&br0).unwrap();
+    let a1 = send_msg(d1.receive(&continue_msg(ar0)).unwrap());
+    let b1 = send_msg(d2.receive(&continue_msg(br0)).unwrap());
 
     // A message of session A fed to session B: refused and B is poisoned.
     assert_eq!(e2.step(&a1).unwrap_err(), ProtocolError::WrongSession);
@@ -144,9 +198,9 @@ fn replayed_reordered_and_cross_session_messages_are_refused() {
     ));
 
     // Reflecting the enclave's own reply back to it: wrong direction.
-    let (_d3, c0) = DeviceSign::start(device.clone(), [3; 32]).unwrap();
-    let (mut e3, _, cr0) = EnclaveSign::start(EnclaveSign::parse_start(&c0).unwrap(), enclave).unwrap();
-    assert_eq!(e3.step(&cr0).unwrap_err(), ProtocolError::WrongDirection);
+    let (_d3, c0) = DeviceSign::start(device, [3; 32], 0).unwrap();
+    let (mut e3, cr0) = EnclaveSign::start(EnclaveSign::parse_start(&c0).unwrap(), enclave, 1).unwrap();
+    assert_eq!(e3.step(&continue_msg(cr0)).unwrap_err(), ProtocolError::WrongDirection);
 
     // A sign message sent into a DKG: wrong flow.
     assert!(matches!(
@@ -154,10 +208,12 @@ fn replayed_reordered_and_cross_session_messages_are_refused() {
         ProtocolError::WrongFlow { .. }
     ));
 
-    // Finishing twice or out of order.
-    let (d4, _) = DeviceSign::start(device, [4; 32]).unwrap();
-    assert_eq!(d4.finish(&cr0).unwrap_err(), ProtocolError::SessionClosed);
-    let _ = (&mut d1, &mut e1b);
+    // A done message asked for before the flow is done, or twice.
+    assert_eq!(
+        e3.done_message(Receipt { generation: 1 }).unwrap_err(),
+        ProtocolError::SessionClosed
+    );
+    let _ = &mut d1;
 }
 
 #[test]
@@ -178,6 +234,17 @@ fn wrong_length_digest_is_refused() {
     );
 }
 
+/// Runs a sign up to the device's step message: (device, enclave, message).
+fn sign_to_step(device: &Arc<KeyShare>, enclave: &Arc<KeyShare>) -> (DeviceSign, EnclaveSign, Vec<u8>) {
+    let (mut d, m0) = DeviceSign::start(device.clone(), [5; 32], 0).unwrap();
+    let (e, r0) = EnclaveSign::start(EnclaveSign::parse_start(&m0).unwrap(), enclave.clone(), 1).unwrap();
+    let Step::Continue(r0) = r0 else { panic!() };
+    let Next::Send(m1) = d.receive(&r0).unwrap() else {
+        panic!()
+    };
+    (d, e, m1)
+}
+
 /// Flips one bit at positions spread over the device's sign/step message (header and
 /// payload): every variant makes the flow fail with a typed error, and none panics or
 /// yields a signature. Truncations are refused by the enclave outright.
@@ -185,21 +252,18 @@ fn wrong_length_digest_is_refused() {
 fn bit_flipped_and_truncated_messages_are_refused() {
     let (device, enclave) = run_dkg();
     let (device, enclave) = (Arc::new(device), Arc::new(enclave));
-    let fresh = || {
-        let (mut d, m0) = DeviceSign::start(device.clone(), [5; 32]).unwrap();
-        let (e, _, r0) = EnclaveSign::start(EnclaveSign::parse_start(&m0).unwrap(), enclave.clone()).unwrap();
-        let m1 = d.receive(&r0).unwrap();
-        (d, e, m1)
-    };
-    let (_, _, sample) = fresh();
+    let (_, _, sample) = sign_to_step(&device, &enclave);
     let positions: Vec<usize> = (0..sample.len()).step_by((sample.len() / 60).max(1)).collect();
     let mut refused_by_enclave = 0;
     for &pos in &positions {
-        let (d, mut e, mut m1) = fresh();
+        let (mut d, mut e, mut m1) = sign_to_step(&device, &enclave);
         m1[pos] ^= 0x01;
         match e.step(&m1) {
             Err(_) => refused_by_enclave += 1,
-            Ok(partial) => assert!(d.finish(&partial).is_err(), "flip at {pos} produced a signature"),
+            Ok(_) => {
+                let partial = e.done_message(Receipt { generation: 1 }).unwrap();
+                assert!(d.receive(&partial).is_err(), "flip at {pos} produced a signature");
+            }
         }
     }
     // Header flips and most payload flips are caught by the enclave itself.
@@ -209,24 +273,58 @@ fn bit_flipped_and_truncated_messages_are_refused() {
         positions.len()
     );
     for cut in [0, 10, sample.len() / 2, sample.len() - 1] {
-        let (_, mut e, m1) = fresh();
+        let (_, mut e, m1) = sign_to_step(&device, &enclave);
         assert!(e.step(&m1[..cut]).is_err());
     }
 }
 
-/// A malicious device that tampers with protocol values (not the envelope) is caught.
+/// A malicious device whose phase-2 values are off is caught by the enclave's
+/// consistency check, and the abort demands a ban (DKLs23: the check protects the reused
+/// OT correlation).
 #[test]
-fn tampered_protocol_values_abort() {
+fn malicious_device_with_inconsistent_values_is_caught_and_must_be_banned() {
     let (device, enclave) = run_dkg();
     let (device, enclave) = (Arc::new(device), Arc::new(enclave));
-    let (mut d, m0) = DeviceSign::start(device, [6; 32]).unwrap();
-    let (mut e, _, r0) = EnclaveSign::start(EnclaveSign::parse_start(&m0).unwrap(), enclave).unwrap();
-    let m1 = d.receive(&r0).unwrap();
-    // Decode, change one scalar of the phase-2 message (psi), re-encode with a valid header.
-    let hdr = Envelope::peek(&m1).unwrap();
-    let mut msg: sign::tamper::Msg1 = Envelope::open(&m1, hdr).unwrap();
-    msg.t2.psi += k256::Scalar::ONE;
-    let bad = Envelope::seal(hdr, &msg).unwrap();
-    let err = e.step(&bad).unwrap_err();
+    let (_, mut e, m1) = sign_to_step(&device, &enclave);
+    let err = e.step(&malicious::corrupt_step(&m1).unwrap()).unwrap_err();
     assert_eq!(err.code(), crate::ErrorCode::MpcError, "{err:?}");
+    assert!(err.requires_ban(), "{err:?}");
+}
+
+/// A probe of the enclave's OT correlation: the device's OT-extension data edited in one
+/// column. In the KOS selective-failure attack the prober also recomputes its check values
+/// so that the check passes exactly when its guess of one bit of Δ is right, and so learns
+/// one bit per answer; the crude edit here fails the check every time. Either way the
+/// enclave's answer is a consistency failure that demands a ban — which is why it must
+/// stop answering at the first one (see the enclave's attack tests).
+#[test]
+fn ot_extension_probes_fail_the_enclaves_check_with_a_ban() {
+    let (device, enclave) = run_dkg();
+    let (device, enclave) = (Arc::new(device), Arc::new(enclave));
+    for bit in [0, 1, 77, 255] {
+        let (_, mut e, m1) = sign_to_step(&device, &enclave);
+        let err = e.step(&malicious::probe_step(&m1, bit).unwrap()).unwrap_err();
+        assert!(err.requires_ban(), "bit {bit}: {err:?}");
+    }
+}
+
+/// The same probe by a rogue enclave against the device's Δ (in its first answer), and a
+/// rogue partial: the device's checks catch both with a ban.
+#[test]
+fn rogue_enclave_probes_are_caught_by_the_device_with_a_ban() {
+    let (device, enclave) = run_dkg();
+    let (device, enclave) = (Arc::new(device), Arc::new(enclave));
+    for bit in [0, 3, 200] {
+        let (mut d, m0) = DeviceSign::start(device.clone(), [8; 32], 0).unwrap();
+        let (_e, r0) = EnclaveSign::start(EnclaveSign::parse_start(&m0).unwrap(), enclave.clone(), 1).unwrap();
+        let Step::Continue(r0) = r0 else { panic!() };
+        let err = d.receive(&malicious::probe_reply0(&r0, bit).unwrap()).unwrap_err();
+        assert!(err.requires_ban(), "bit {bit}: {err:?}");
+    }
+
+    let (mut d, mut e, m1) = sign_to_step(&device, &enclave);
+    assert!(matches!(e.step(&m1).unwrap(), Step::Done(())));
+    let partial = e.done_message(Receipt { generation: 1 }).unwrap();
+    let err = d.receive(&malicious::corrupt_partial(&partial).unwrap()).unwrap_err();
+    assert!(err.requires_ban(), "{err:?}");
 }

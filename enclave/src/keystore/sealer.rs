@@ -1,9 +1,17 @@
 //! Authenticated encryption of share blobs under the data keys of a key ring.
 //!
 //! ```text
-//!  "TDB" │ version (1) │ key id (8) │ nonce (24) │ XChaCha20-Poly1305 ciphertext + tag
-//!  associated data = "tandem/v1/blob" ‖ version ‖ account id (16) ‖ role (2 = enclave) ‖ key id
+//!  "TDB" │ version (2) │ key id (8) │ nonce (24) │ XChaCha20-Poly1305 ciphertext + tag
+//!  associated data = "tandem/v2/blob" ‖ version ‖ account id (16) ‖ role (2 = enclave)
+//!                    ‖ key id ‖ generation (u64 BE)
 //! ```
+//!
+//! The *generation* is the blob's version in the store (1 on creation, +1 on every write):
+//! the store reports it beside the blob, and because it is bound here, a host that
+//! reports another number for a blob makes it fail to open, so the only thing it can do
+//! is serve an older (blob, generation) pair whole — which the keystore refuses against
+//! the largest generation it saw ([`crate::guard`]). Version-1 blobs (before generations)
+//! still open, under their own associated data, and are re-sealed as version 2 at boot.
 //!
 //! The key id names the data key (the first 8 bytes of SHA-256("tandem/v1/key-id" ‖ key)),
 //! so after a rotation the sealer still opens blobs written under older keys of its ring
@@ -20,7 +28,8 @@ use zeroize::Zeroizing;
 use super::KeystoreError;
 
 const MAGIC: &[u8; 3] = b"TDB";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+const LEGACY_VERSION: u8 = 1;
 const ROLE_ENCLAVE: u8 = 2;
 const HEADER_LEN: usize = 3 + 1 + 8 + 24;
 const TAG_LEN: usize = 16;
@@ -69,6 +78,15 @@ impl DataKey {
     /// The key bytes (for wrapping them).
     pub fn expose(&self) -> &[u8; 32] {
         &self.key
+    }
+
+    /// A subkey for another purpose (HKDF-SHA256, `label` as info), so the data key itself
+    /// is only ever used for sealing.
+    pub fn derive(&self, label: &[u8]) -> Zeroizing<[u8; 32]> {
+        let mut out = Zeroizing::new([0u8; 32]);
+        // invariant: 32 bytes is far below HKDF-SHA256's 8160-byte output limit.
+        let _ = hkdf::Hkdf::<Sha256>::new(None, &self.key[..]).expand(label, &mut out[..]);
+        out
     }
 }
 
@@ -123,22 +141,51 @@ impl Sealer {
             .find(|k| k.id[..] == *id)
     }
 
-    fn aad(id: &AccountId, key_id: &KeyId) -> Vec<u8> {
+    fn aad(version: u8, id: &AccountId, key_id: &KeyId, generation: u64) -> Vec<u8> {
         let mut aad = Vec::with_capacity(64);
-        aad.extend_from_slice(b"tandem/v1/blob");
-        aad.push(VERSION);
+        if version == LEGACY_VERSION {
+            aad.extend_from_slice(b"tandem/v1/blob");
+        } else {
+            aad.extend_from_slice(b"tandem/v2/blob");
+        }
+        aad.push(version);
         aad.extend_from_slice(id.as_bytes());
         aad.push(ROLE_ENCLAVE);
         aad.extend_from_slice(key_id);
+        if version != LEGACY_VERSION {
+            aad.extend_from_slice(&generation.to_be_bytes());
+        }
         aad
     }
 
-    /// Encrypts `plaintext` as the blob of account `id`, under the active key.
-    pub fn seal(&self, id: &AccountId, plaintext: &[u8]) -> Result<Vec<u8>, KeystoreError> {
+    /// The format version of a blob (1: before generations; 2: current), if well-formed.
+    pub fn blob_version(blob: &[u8]) -> Option<u8> {
+        (blob.len() >= HEADER_LEN && &blob[..3] == MAGIC).then(|| blob[3])
+    }
+
+    /// Encrypts `plaintext` as the blob of account `id` at `generation` (the version the
+    /// store will give it), under the active key.
+    pub fn seal(&self, id: &AccountId, generation: u64, plaintext: &[u8]) -> Result<Vec<u8>, KeystoreError> {
+        self.seal_as(VERSION, id, generation, plaintext)
+    }
+
+    /// Seals in the version-1 format (tests of the migration only).
+    #[doc(hidden)]
+    pub fn seal_v1_for_tests(&self, id: &AccountId, plaintext: &[u8]) -> Result<Vec<u8>, KeystoreError> {
+        self.seal_as(LEGACY_VERSION, id, 0, plaintext)
+    }
+
+    fn seal_as(
+        &self,
+        version: u8,
+        id: &AccountId,
+        generation: u64,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, KeystoreError> {
         let mut nonce = [0u8; 24];
         getrandom::fill(&mut nonce).map_err(|_| KeystoreError::Seal("system RNG failed"))?;
         let cipher = XChaCha20Poly1305::new((&*self.active.key).into());
-        let aad = Self::aad(id, &self.active.id);
+        let aad = Self::aad(version, id, &self.active.id, generation);
         let ct = cipher
             .encrypt(
                 XNonce::from_slice(&nonce),
@@ -150,26 +197,29 @@ impl Sealer {
             .map_err(|_| KeystoreError::Seal("encryption failed"))?;
         let mut out = Vec::with_capacity(HEADER_LEN + ct.len());
         out.extend_from_slice(MAGIC);
-        out.push(VERSION);
+        out.push(version);
         out.extend_from_slice(&self.active.id);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&ct);
         Ok(out)
     }
 
-    /// Authenticates and decrypts the blob of account `id`.
-    pub fn open(&self, id: &AccountId, blob: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeystoreError> {
+    /// Authenticates and decrypts the blob of account `id` that the store reports at
+    /// `generation`. Version-1 blobs open too (the caller re-seals them); whether a
+    /// version-1 blob is still acceptable is the caller's decision.
+    pub fn open(&self, id: &AccountId, generation: u64, blob: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeystoreError> {
         if blob.len() < HEADER_LEN + TAG_LEN || &blob[..3] != MAGIC {
             return Err(KeystoreError::Corrupt("not a sealed blob (truncated or wrong format)"));
         }
-        if blob[3] != VERSION {
+        let version = blob[3];
+        if version != VERSION && version != LEGACY_VERSION {
             return Err(KeystoreError::Corrupt("unknown blob format version"));
         }
         let key = self.key(&blob[4..12]).ok_or(KeystoreError::Corrupt(
             "blob was sealed under a data key this enclave does not hold",
         ))?;
         let cipher = XChaCha20Poly1305::new((&*key.key).into());
-        let aad = Self::aad(id, &key.id);
+        let aad = Self::aad(version, id, &key.id, generation);
         cipher
             .decrypt(
                 XNonce::from_slice(&blob[12..HEADER_LEN]),
@@ -179,7 +229,11 @@ impl Sealer {
                 },
             )
             .map(Zeroizing::new)
-            .map_err(|_| KeystoreError::Corrupt("blob does not authenticate (corrupt, or another account's)"))
+            .map_err(|_| {
+                KeystoreError::Corrupt(
+                    "blob does not authenticate (corrupt, another account's, or a forged generation)",
+                )
+            })
     }
 }
 
@@ -204,55 +258,65 @@ mod tests {
     fn round_trip_and_every_tamper_is_refused() {
         let s = sealer(1);
         let id = AccountId::random().unwrap();
-        let blob = s.seal(&id, b"share bytes").unwrap();
+        let blob = s.seal(&id, 4, b"share bytes").unwrap();
         assert_eq!(blob.len(), b"share bytes".len() + SEAL_OVERHEAD);
-        assert_eq!(&s.open(&id, &blob).unwrap()[..], b"share bytes");
+        assert_eq!(&s.open(&id, 4, &blob).unwrap()[..], b"share bytes");
         for i in 0..blob.len() {
             let mut bad = blob.clone();
             bad[i] ^= 0x80;
             assert!(
-                matches!(s.open(&id, &bad), Err(KeystoreError::Corrupt(_))),
+                matches!(s.open(&id, 4, &bad), Err(KeystoreError::Corrupt(_))),
                 "flip at {i} accepted"
             );
         }
         for n in [0, 3, HEADER_LEN, blob.len() - 1] {
-            assert!(s.open(&id, &blob[..n]).is_err(), "truncation to {n} accepted");
+            assert!(s.open(&id, 4, &blob[..n]).is_err(), "truncation to {n} accepted");
         }
         let mut future = blob.clone();
-        future[3] = 2;
-        assert_eq!(
-            s.open(&id, &future).unwrap_err().to_string(),
-            "stored share blob is invalid: unknown blob format version"
-        );
+        future[3] = 3;
+        assert!(matches!(
+            s.open(&id, 4, &future),
+            Err(KeystoreError::Corrupt("unknown blob format version"))
+        ));
         let other = AccountId::random().unwrap();
         assert!(
-            s.open(&other, &blob).is_err(),
+            s.open(&other, 4, &blob).is_err(),
             "a blob copied to another account id must be refused"
         );
         assert!(
-            sealer(2).open(&id, &blob).is_err(),
+            sealer(2).open(&id, 4, &blob).is_err(),
             "another master key must be refused"
         );
+        for forged in [3, 5, 0, u64::MAX] {
+            assert!(
+                s.open(&id, forged, &blob).is_err(),
+                "a store that reports generation {forged} for a generation-4 blob must be caught"
+            );
+        }
+        // A version-1 blob (before generations) still opens, whatever the store reports.
+        let legacy = s.seal_v1_for_tests(&id, b"old").unwrap();
+        assert_eq!(Sealer::blob_version(&legacy), Some(1));
+        assert_eq!(&s.open(&id, 7, &legacy).unwrap()[..], b"old");
     }
 
     #[test]
     fn rotation_seals_under_the_new_key_and_still_opens_the_old() {
         let id = AccountId::random().unwrap();
         let old = sealer(1);
-        let old_blob = old.seal(&id, b"old").unwrap();
+        let old_blob = old.seal(&id, 1, b"old").unwrap();
         let rotated = Sealer::with_ring(
             DataKey::new(Zeroizing::new([9; 32])),
             vec![DataKey::new(Zeroizing::new([1; 32]))],
         );
-        assert_eq!(&rotated.open(&id, &old_blob).unwrap()[..], b"old");
-        let new_blob = rotated.seal(&id, b"new").unwrap();
+        assert_eq!(&rotated.open(&id, 1, &old_blob).unwrap()[..], b"old");
+        let new_blob = rotated.seal(&id, 1, b"new").unwrap();
         assert_eq!(Sealer::blob_key_id(&new_blob), Some(rotated.active_key_id()));
         assert_eq!(Sealer::blob_key_id(&old_blob), Some(old.active_key_id()));
-        assert!(old.open(&id, &new_blob).is_err(), "the old ring lacks the new key");
+        assert!(old.open(&id, 1, &new_blob).is_err(), "the old ring lacks the new key");
         // Once the old key is dropped from the ring, its blobs no longer open.
         let pruned = Sealer::with_ring(DataKey::new(Zeroizing::new([9; 32])), vec![]);
-        assert!(pruned.open(&id, &old_blob).is_err());
-        assert_eq!(&pruned.open(&id, &new_blob).unwrap()[..], b"new");
+        assert!(pruned.open(&id, 1, &old_blob).is_err());
+        assert_eq!(&pruned.open(&id, 1, &new_blob).unwrap()[..], b"new");
     }
 
     #[test]

@@ -11,36 +11,32 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
-use tandem_core::ErrorCode;
 use tandem_core::parent::control::{
     CREDENTIALS_PATH, CredentialsAccepted, ParentTime, PushedCredentials, TIME_PATH, TimeAccepted,
 };
 
 use crate::api::{ApiJson, AppState};
-use crate::error::ApiError;
+use crate::error::EnclaveError;
 
 /// The control router.
 pub fn control_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route(CREDENTIALS_PATH, post(push_credentials))
         .route(TIME_PATH, post(push_time))
-        .fallback(|| async { ApiError::new(ErrorCode::InvalidRequest, "no such control route") })
+        .fallback(|| async { EnclaveError::InvalidRequest("no such control route".into()) })
         .with_state(state)
 }
 
 async fn push_credentials(
     State(state): State<Arc<AppState>>,
     ApiJson(pushed): ApiJson<PushedCredentials>,
-) -> Result<Json<CredentialsAccepted>, ApiError> {
+) -> Result<Json<CredentialsAccepted>, EnclaveError> {
     let slot = state.credentials.as_ref().ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::InvalidRequest,
-            "this enclave does not use KMS (local key wrapper): no credentials needed",
-        )
+        EnclaveError::InvalidRequest("this enclave does not use KMS (local key wrapper): no credentials needed".into())
     })?;
     let expires_at = slot
         .push(pushed)
-        .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.to_string()))?;
+        .map_err(|e| EnclaveError::InvalidRequest(e.to_string()))?;
     Ok(Json(CredentialsAccepted {
         accepted: true,
         expires_at,

@@ -161,9 +161,14 @@ impl Enclave {
 
     fn client_at(&self, url: &str, http: Option<reqwest::Client>) -> tandem_sdk::Client {
         let pem = std::fs::read_to_string(self.data_dir.join("attestation/dev-root.pem")).expect("dev root");
+        let image = tandem_sdk::attestation::ImageMeasurements::from_json(
+            &std::fs::read_to_string(self.data_dir.join("attestation/enclave-pcr.json")).expect("measurements"),
+        )
+        .expect("measurements file");
         let policy = tandem_sdk::attestation::AttestationPolicy::nitro()
             .danger_allow_mock(&pem)
-            .expect("dev root PEM");
+            .expect("dev root PEM")
+            .accept_image(image);
         let mut builder = tandem_sdk::Client::builder(url).attestation(policy);
         if let Some(http) = http {
             builder = builder.http_client(http);

@@ -297,9 +297,7 @@ impl Drop for ProxyProcess {
 /// An SDK client of `url` over `http` that accepts the mock enclave's attestation
 /// documents (chained to `dev_root_pem`), and nothing else.
 pub(crate) fn sdk_client(url: &str, http: reqwest::Client, dev_root_pem: &str) -> tandem_sdk::Client {
-    let policy = tandem_sdk::attestation::AttestationPolicy::nitro()
-        .danger_allow_mock(dev_root_pem)
-        .expect("the development root parses");
+    let policy = tandem_testkit::mock_policy(dev_root_pem);
     tandem_sdk::Client::builder(url)
         .http_client(http)
         .attestation(policy)

@@ -1,4 +1,4 @@
-//! `tandem demo`: the whole system on this machine, step by step, with timings.
+//! `tandem-dev demo`: the whole system on this machine, step by step, with timings.
 
 use std::time::Instant;
 
@@ -14,9 +14,9 @@ use tandem_sdk::TandemSigner;
 use tandem_sdk::eth::{self, TxKindParams, TxParams};
 
 use crate::local::LocalEnclave;
-use crate::output::Out;
+use tandem_cli::output::Out;
 
-/// `tandem demo` options.
+/// `tandem-dev demo` options.
 #[derive(Args, Debug)]
 pub(crate) struct DemoArgs {
     /// The message to sign (EIP-191).

@@ -1,5 +1,6 @@
-//! `tandem bench`: signing load against a server, with an in-process baseline measured in
-//! the same run so the numbers are ratios, not absolute times on a noisy machine.
+//! `tandem-dev bench`: signing load against a server (or an enclave and proxy started in
+//! this process), with an in-process baseline measured in the same run so the numbers are
+//! ratios, not absolute times on a noisy machine.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,15 +9,27 @@ use anyhow::{Context, Result, ensure};
 use clap::Args;
 use serde_json::json;
 use tandem_core::KeyShare;
-use tandem_core::engine::{DeviceDkg, DeviceSign, EnclaveDkg, EnclaveSign, Next};
+use tandem_core::engine::{DeviceDkg, DeviceSign, EnclaveDkg, EnclaveSign};
+use tandem_core::flow::run_local;
 
-use crate::conn::Conn;
 use crate::local::LocalEnclave;
-use crate::output::Out;
+use tandem_cli::output::Out;
 
-/// `tandem bench` options.
+/// `tandem-dev bench` options.
 #[derive(Args, Debug)]
 pub(crate) struct BenchArgs {
+    /// The server to load (enclave or proxy), unless --local.
+    #[arg(long, env = "TANDEM_SERVER", required_unless_present = "local")]
+    server: Option<String>,
+    /// Trust this CA certificate (PEM) for the server's TLS (the proxy's development CA).
+    #[arg(long, env = "TANDEM_CA_CERT")]
+    ca_cert: Option<std::path::PathBuf>,
+    /// DANGER: trust a mock-mode enclave whose development root is this PEM file.
+    #[arg(long, env = "TANDEM_MOCK_ROOT")]
+    mock_root: Option<std::path::PathBuf>,
+    /// The measurements file of the enclave image to accept (enclave-pcr.json).
+    #[arg(long, env = "TANDEM_PCR_FILE", value_delimiter = ',')]
+    pcr_file: Vec<std::path::PathBuf>,
     /// Signing sessions in flight at once.
     #[arg(long, default_value_t = 1)]
     concurrency: usize,
@@ -44,31 +57,20 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 fn local_pair() -> Result<(Arc<KeyShare>, Arc<KeyShare>)> {
-    let (mut d, m0) = DeviceDkg::start()?;
-    let (mut e, _, r0) = EnclaveDkg::start(&m0)?;
-    let m1 = d.receive(&r0)?;
-    let Next::Send(r1) = e.step(&m1)? else {
-        anyhow::bail!("unexpected DKG end")
-    };
-    let m2 = d.receive(&r1)?;
-    let Next::Done(es) = e.step(&m2)? else {
-        anyhow::bail!("DKG did not finish")
-    };
-    let ds = d.finish(&es.public_key())?;
-    Ok((Arc::new(ds), Arc::new(es)))
+    let (d, m0) = DeviceDkg::start()?;
+    let (created, output) = run_local(d, m0, EnclaveDkg::start, 1)?;
+    Ok((Arc::new(created.share), Arc::new(output.share)))
 }
 
 fn local_sign(d: &Arc<KeyShare>, e: &Arc<KeyShare>, digest: [u8; 32]) -> Result<()> {
-    let (mut dm, m0) = DeviceSign::start(d.clone(), digest)?;
-    let (mut em, _, r0) = EnclaveSign::start(EnclaveSign::parse_start(&m0)?, e.clone())?;
-    let m1 = dm.receive(&r0)?;
-    let partial = em.step(&m1)?;
-    dm.finish(&partial)?;
+    let (dm, m0) = DeviceSign::start(d.clone(), digest, 0)?;
+    let e = e.clone();
+    run_local(dm, m0, |m0| EnclaveSign::start(EnclaveSign::parse_start(m0)?, e, 1), 1)?;
     Ok(())
 }
 
 /// Runs the benchmark.
-pub(crate) async fn run(args: BenchArgs, conn: &Conn, out: Out) -> Result<()> {
+pub(crate) async fn run(args: BenchArgs, out: Out) -> Result<()> {
     ensure!(
         args.concurrency >= 1 && args.requests >= 1,
         "--concurrency and --requests must be at least 1"
@@ -90,7 +92,8 @@ pub(crate) async fn run(args: BenchArgs, conn: &Conn, out: Out) -> Result<()> {
             (_local.url.clone(), _local.client()?)
         }
     } else {
-        (conn.server.clone(), conn.client()?)
+        let url = args.server.clone().context("--server is required without --local")?;
+        (url.clone(), remote_client(&url, &args)?)
     };
     client
         .health()
@@ -177,6 +180,32 @@ pub(crate) async fn run(args: BenchArgs, conn: &Conn, out: Out) -> Result<()> {
     out.result(&result);
     ensure!(errors == 0, "{errors} of {} signatures failed", args.requests);
     Ok(())
+}
+
+/// A client of a remote server, trusting what the options name (and nothing without an
+/// accepted image).
+fn remote_client(url: &str, args: &BenchArgs) -> Result<tandem_sdk::Client> {
+    use tandem_sdk::attestation::{AttestationPolicy, ImageMeasurements};
+    let mut policy = AttestationPolicy::nitro();
+    if let Some(root) = &args.mock_root {
+        policy = policy.danger_allow_mock(&std::fs::read_to_string(root).context("cannot read --mock-root")?)?;
+    }
+    ensure!(
+        !args.pcr_file.is_empty(),
+        "name the enclave image to accept with --pcr-file enclave-pcr.json"
+    );
+    for file in &args.pcr_file {
+        policy = policy.accept_image(ImageMeasurements::from_json(
+            &std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?,
+        )?);
+    }
+    let mut builder = tandem_sdk::Client::builder(url).attestation(policy);
+    if let Some(ca) = &args.ca_cert {
+        builder = builder.http_client(tandem_sdk::http_client_trusting(
+            &std::fs::read(ca).context("cannot read --ca-cert")?,
+        )?);
+    }
+    Ok(builder.build()?)
 }
 
 fn round(x: f64) -> f64 {

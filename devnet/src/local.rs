@@ -1,6 +1,6 @@
 //! An enclave in this process, in mock mode, on a free loopback port, behind the parent
-//! proxy (HTTPS with a development CA, rate limits): what `tandem demo` and
-//! `tandem bench --local` talk to. The same two pieces as production, in one process.
+//! proxy (HTTPS with a development CA, rate limits): what `tandem-dev demo` and
+//! `tandem-dev bench --local` talk to. The same two pieces as production, in one process.
 
 use anyhow::{Context, Result};
 use tandem_core::Addr;
@@ -19,6 +19,8 @@ pub(crate) struct LocalEnclave {
     _proxy: tandem_proxy::LocalProxy,
     /// The enclave's development attestation root (PEM), which its clients must trust.
     pub(crate) dev_root_pem: String,
+    /// The mock image's measurements (what its clients pin).
+    pub(crate) image: tandem_sdk::attestation::ImageMeasurements,
     stop: CancellationToken,
     _dir: tempfile::TempDir,
 }
@@ -46,6 +48,12 @@ impl LocalEnclave {
             Some(p) => std::fs::read_to_string(p).context("cannot read the development root")?,
             None => anyhow::bail!("the local enclave has no development root"),
         };
+        let measurements = server
+            .measurements_path()
+            .context("the local enclave publishes no measurements")?;
+        let image = tandem_sdk::attestation::ImageMeasurements::from_json(
+            &std::fs::read_to_string(&measurements).context("cannot read the mock image's measurements")?,
+        )?;
         let stop = CancellationToken::new();
         let token = stop.clone();
         tokio::spawn(async move {
@@ -62,6 +70,7 @@ impl LocalEnclave {
             ca_pem: proxy.ca_pem.clone(),
             _proxy: proxy,
             dev_root_pem,
+            image,
             stop,
             _dir: dir,
         })
@@ -75,9 +84,17 @@ impl Drop for LocalEnclave {
 }
 
 impl LocalEnclave {
-    /// A client of this enclave that trusts its development root (and nothing else).
+    /// What a client of this enclave trusts: its development root and its mock image.
+    fn policy(&self) -> Result<tandem_sdk::attestation::AttestationPolicy> {
+        Ok(tandem_sdk::attestation::AttestationPolicy::nitro()
+            .danger_allow_mock(&self.dev_root_pem)?
+            .accept_image(self.image.clone()))
+    }
+
+    /// A client of this enclave that trusts its development root and image (and nothing
+    /// else).
     pub(crate) fn client(&self) -> Result<tandem_sdk::Client> {
-        let policy = tandem_sdk::attestation::AttestationPolicy::nitro().danger_allow_mock(&self.dev_root_pem)?;
+        let policy = self.policy()?;
         let http = tandem_sdk::http_client_trusting(&self.ca_pem)?;
         Ok(tandem_sdk::Client::builder(&self.url)
             .http_client(http)
@@ -88,7 +105,7 @@ impl LocalEnclave {
     /// A client that bypasses the proxy and talks to the enclave directly (the bench's
     /// baseline for the proxy's cost).
     pub(crate) fn direct_client(&self) -> Result<tandem_sdk::Client> {
-        let policy = tandem_sdk::attestation::AttestationPolicy::nitro().danger_allow_mock(&self.dev_root_pem)?;
+        let policy = self.policy()?;
         Ok(tandem_sdk::Client::builder(&self.enclave_url)
             .attestation(policy)
             .build()?)

@@ -1,4 +1,4 @@
-//! `tandem account …` and `tandem sign …`.
+//! `tandem sign …`: a hash, a message, typed data or a transaction.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -12,73 +12,8 @@ use tandem_sdk::TandemSigner;
 use tandem_sdk::eth::{self, TxKindParams, TxParams};
 
 use crate::conn::Conn;
-use crate::output::Out;
 use crate::wallet::Wallet;
-
-/// `tandem account …`
-#[derive(Subcommand, Debug)]
-pub(crate) enum AccountCmd {
-    /// Create an account: runs distributed key generation with the enclave (a few
-    /// seconds) and stores this device's share in the wallet.
-    Create {
-        /// A name to find the account by later.
-        #[arg(long)]
-        label: Option<String>,
-    },
-    /// List the accounts in the wallet.
-    List,
-    /// Show one account, and check the enclave reports the same public key.
-    Show {
-        /// Account id, address or label (optional when the wallet has one account).
-        #[arg(long)]
-        account: Option<String>,
-        /// Do not contact the server.
-        #[arg(long)]
-        offline: bool,
-    },
-    /// Export an account to a file: encrypted under a passphrase (the backup format) unless
-    /// --unencrypted is given.
-    Export {
-        /// Account id, address or label (optional when the wallet has one account).
-        #[arg(long)]
-        account: Option<String>,
-        /// The file to write (mode 0600).
-        #[arg(long, value_name = "FILE")]
-        out: PathBuf,
-        /// DANGER: write the device share in clear (plain account JSON).
-        #[arg(long)]
-        unencrypted: bool,
-        #[command(flatten)]
-        passphrase: crate::secrets::PassphraseArgs,
-    },
-    /// Import an account file (encrypted or plain JSON); it is written to the wallet only
-    /// after the enclave's recovery check accepts its share.
-    Import {
-        /// The file to import.
-        #[arg(long = "in", value_name = "FILE")]
-        input: PathBuf,
-        /// Replace the wallet's file if it already holds this account.
-        #[arg(long)]
-        force: bool,
-        #[command(flatten)]
-        passphrase: crate::secrets::PassphraseArgs,
-    },
-    /// Refresh an account's key shares (same key and address, new shares on both sides):
-    /// the new device share is saved, then confirmed to the enclave. Older backups stop
-    /// working once it is confirmed.
-    Refresh {
-        /// Account id, address or label (optional when the wallet has one account).
-        #[arg(long)]
-        account: Option<String>,
-    },
-    /// Run the recovery check: the enclave confirms this wallet's share matches the account
-    /// (and a refreshed share is confirmed).
-    Verify {
-        /// Account id, address or label (optional when the wallet has one account).
-        #[arg(long)]
-        account: Option<String>,
-    },
-}
+use tandem_cli::output::Out;
 
 /// Which account to sign with.
 #[derive(Args, Debug)]
@@ -173,136 +108,63 @@ fn parse_address(s: &str) -> Result<Address> {
     s.parse().with_context(|| format!("--to {s:?} is not an address"))
 }
 
-/// Runs `tandem account …`.
-pub(crate) async fn account(cmd: AccountCmd, conn: &Conn, out: Out) -> Result<()> {
-    let wallet_dir = conn.wallet.as_path();
-    let wallet = Wallet::open(wallet_dir)?;
-    match cmd {
-        AccountCmd::Create { label } => {
-            if let Some(l) = &label
-                && wallet.list()?.iter().any(|a| a.label() == Some(l.as_str()))
-            {
-                bail!("an account labelled {l:?} already exists in this wallet");
-            }
-            let client = conn.client()?;
-            let started = Instant::now();
-            let account = client
-                .create_account_with_progress(label.as_deref(), |step, what| {
-                    out.progress(&format!(
-                        "  [{step}/4] {what} ({:.1}s)",
-                        started.elapsed().as_secs_f64()
-                    ));
-                })
-                .await
-                .context("account creation failed")?;
-            let path = wallet.save(&account)?;
-            out.result(&json!({
-                "accountId": account.id().to_string(),
-                "address": account.address().to_string(),
-                "publicKey": account.public_key().to_hex(),
-                "label": account.label(),
-                "file": path.display().to_string(),
-                "seconds": (started.elapsed().as_secs_f64() * 100.0).round() / 100.0,
-            }));
+/// Runs `tandem sign …`. Whatever the outcome, the account file is saved again
+/// afterwards: a flow can teach the device a newer generation of the enclave's record, or
+/// that the enclave failed an OT consistency check (then this share is locked).
+pub(crate) async fn run(cmd: SignCmd, conn: &Conn, out: Out) -> Result<()> {
+    let wallet = Wallet::open(&conn.wallet)?;
+    let selector = match &cmd {
+        SignCmd::Hash { which, .. } | SignCmd::Message { which, .. } | SignCmd::TypedData { which, .. } => {
+            which.account.clone()
         }
-        AccountCmd::List => {
-            let accounts = wallet.list()?;
-            if out.json {
-                let list: Vec<_> = accounts
-                    .iter()
-                    .map(|a| json!({"accountId": a.id().to_string(), "address": a.address().to_string(), "label": a.label()}))
-                    .collect();
-                println!("{}", serde_json::to_string_pretty(&list)?);
-            } else if accounts.is_empty() {
-                println!(
-                    "no accounts in {} (create one with `tandem account create`)",
-                    wallet_dir.display()
-                );
-            } else {
-                for a in accounts {
-                    println!("{}  {}  {}", a.id(), a.address(), a.label().unwrap_or("-"));
-                }
-            }
-        }
-        AccountCmd::Show { account, offline } => {
-            let account = wallet.find(account.as_deref())?;
-            let mut v = json!({
-                "accountId": account.id().to_string(),
-                "address": account.address().to_string(),
-                "publicKey": account.public_key().to_hex(),
-                "label": account.label(),
-            });
-            if !offline {
-                let info = conn
-                    .client()?
-                    .get_public_key(account.id())
-                    .await
-                    .context("cannot ask the server")?;
-                let same = info.public_key == account.public_key();
-                v["serverAgrees"] = json!(same);
-                if !same {
-                    out.result(&v);
-                    bail!("the server reports another public key for this account");
-                }
-            }
-            out.result(&v);
-        }
-        AccountCmd::Export {
-            account,
-            out: path,
-            unencrypted,
-            passphrase,
-        } => crate::backup::export(conn, out, account.as_deref(), &path, unencrypted, &passphrase).await?,
-        AccountCmd::Import {
-            input,
-            force,
-            passphrase,
-        } => crate::backup::import(conn, out, &input, force, &passphrase).await?,
-        AccountCmd::Refresh { account } => crate::backup::refresh(conn, out, account.as_deref()).await?,
-        AccountCmd::Verify { account } => crate::backup::verify(conn, out, account.as_deref()).await?,
+        SignCmd::Tx(args) => args.which.account.clone(),
+    };
+    let account = wallet.find(selector.as_deref())?;
+    let client = conn.client()?;
+    let result = sign_with(cmd, TandemSigner::new(client, account.clone()), out).await;
+    wallet
+        .save(&account)
+        .context("cannot record what the flow learnt in the wallet")?;
+    if account.enclave_misbehaved().is_some() {
+        return result.context(
+            "this account's share is locked on this device: the enclave failed an OT consistency check, so it gets no second attempt with this share; run `tandem account refresh --complete` (a new OT setup) before signing again",
+        );
     }
-    Ok(())
+    result
 }
 
-/// Runs `tandem sign …`.
-pub(crate) async fn sign(cmd: SignCmd, conn: &Conn, out: Out) -> Result<()> {
-    let wallet = Wallet::open(&conn.wallet)?;
-    let client = conn.client()?;
+async fn sign_with(cmd: SignCmd, signer: TandemSigner, out: Out) -> Result<()> {
     let started = Instant::now();
     match cmd {
-        SignCmd::Hash { which, hash } => {
+        SignCmd::Hash { hash, .. } => {
             let bytes = parse_hex("the hash", &hash)?;
             let digest = B256::try_from(bytes.as_slice())
                 .map_err(|_| anyhow::anyhow!("the hash must be 32 bytes, got {}", bytes.len()))?;
-            let signer = TandemSigner::new(client, wallet.find(which.account.as_deref())?);
             let sig = signer.sign_hash(&digest).await?;
             print_sig(out, &signer, digest, &sig, started, json!({}));
         }
-        SignCmd::Message { which, message, hex } => {
+        SignCmd::Message { message, hex, .. } => {
             let bytes = if hex {
                 parse_hex("the message", &message)?
             } else {
                 message.into_bytes()
             };
-            let signer = TandemSigner::new(client, wallet.find(which.account.as_deref())?);
             let sig = signer.sign_message(&bytes).await?;
             print_sig(out, &signer, eth::eip191_hash(&bytes), &sig, started, json!({}));
         }
-        SignCmd::TypedData { which, file } => {
+        SignCmd::TypedData { file, .. } => {
             let json_text = if file.as_os_str() == "-" {
                 std::io::read_to_string(std::io::stdin()).context("cannot read stdin")?
             } else {
                 std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?
             };
             let digest = eth::typed_data_hash(&json_text)?;
-            let signer = TandemSigner::new(client, wallet.find(which.account.as_deref())?);
             let sig = signer.sign_typed_data_json(&json_text).await?;
             print_sig(out, &signer, digest, &sig, started, json!({}));
         }
         SignCmd::Tx(args) => {
             let params = tx_params(&args)?;
-            let signer = TandemSigner::new(client, wallet.find(args.which.account.as_deref())?)
-                .with_chain_id(Some(params.chain_id));
+            let signer = signer.with_chain_id(Some(params.chain_id));
             let tx = eth::build_tx(&params);
             let digest = eth::signing_hash(&tx);
             let sig = signer.sign_hash(&digest).await?;
