@@ -117,10 +117,17 @@ async fn yesterdays_enclave_wallet_and_backup_work_after_the_upgrade() {
         .await;
     assert!(!ok);
     assert!(v["error"].as_str().unwrap().contains("RECOVERY_FAILED"), "{v}");
-    let config = json_file(&fresh.join("config.json"));
+    let config = fresh.join("config.json");
     assert!(
-        config.get("acceptedImages").is_none(),
-        "nothing written on failure: {config}"
+        !config.exists() || json_file(&config).get("acceptedImages").is_none(),
+        "no image adopted on failure"
+    );
+    let restored: Vec<_> = std::fs::read_dir(&fresh)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        restored.iter().all(|n| n == "config.json"),
+        "no account file written on failure: {restored:?}"
     );
 
     // After a restart nothing is left to migrate, and it still works.
