@@ -84,7 +84,10 @@ fi
 export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}"
 # shellcheck source=scripts/enclave-build-flags.sh
 . ./scripts/enclave-build-flags.sh
-TARGET_DIR="${CARGO_TARGET_DIR:-$(pwd)/target}"
+# One target directory for both workspaces (the main one and image/), so the binaries are
+# found in one place.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$(pwd)/target}"
+TARGET_DIR="$CARGO_TARGET_DIR"
 BIN_DIR="$TARGET_DIR/$TANDEM_ENCLAVE_TARGET/release"
 
 run() {

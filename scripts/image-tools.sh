@@ -54,6 +54,7 @@ echo "vhost-device-vsock: $VHOST_DEVICE_VSOCK"
 
 # --- the test kernel ----------------------------------------------------------------------
 KERNEL_CACHE="$TOOLS/kernel"
+mkdir -p "$KERNEL_CACHE"
 TANDEM_TEST_KERNEL_DIR=$(find "$KERNEL_CACHE" -mindepth 1 -maxdepth 1 -type d -name 'linux-image-*' 2>/dev/null | sort | tail -1)
 if [ -z "$TANDEM_TEST_KERNEL_DIR" ] || ! ls "$TANDEM_TEST_KERNEL_DIR"/boot/vmlinuz-* >/dev/null 2>&1; then
   apt_update

@@ -21,16 +21,18 @@
 #     so the parent's CID is 2 here where production uses 3 (heartbeat, logs, blobs, KMS);
 #   - the virtio and vsock modules of the test kernel are loaded instead of nsm.ko.
 #
-# Usage: scripts/test-image.sh [--skip-boot] [--help]
+# Usage: scripts/test-image.sh [--skip-boot] [--keep] [--help]   (--keep: leave the work directory)
 # Environment: TANDEM_TEST_KERNEL_DIR, VHOST_DEVICE_VSOCK, QEMU (scripts/image-tools.sh),
 #              TANDEM_MOTO_SERVER, CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SKIP_BOOT=0
+KEEP=0
 for arg in "$@"; do
   case "$arg" in
     --skip-boot) SKIP_BOOT=1 ;;
+    --keep) KEEP=1 ;;
     -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
   esac
@@ -50,7 +52,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/tandem-image-test.XXXXXX")
 PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
+  if [ "$KEEP" = 1 ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 
@@ -242,8 +244,9 @@ cli() {
   "$REL/tandem" --json --server "$PROXY" --ca-cert "$WORK/tls/ca.pem" --mock-root "$DEV_ROOT" \
     "${PIN[@]}" --wallet "$WORK/wallet" "$@"
 }
+T0=$SECONDS
 if cli account create --label boot > "$WORK/create.json" 2>"$WORK/create.err"; then
-  ok "account created through proxy -> vsock -> enclave: $(json "$WORK/create.json" "d.get('address')")"
+  ok "account created through proxy -> vsock -> enclave in $((SECONDS - T0))s: $(json "$WORK/create.json" "d.get('address')")"
 else
   bad "account create failed: $(cat "$WORK/create.err")"
 fi

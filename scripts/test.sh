@@ -148,7 +148,7 @@ step "the enclave image (image/): checks, tests, packing twice, booting under QE
 IMAGE_START=$SECONDS
 # shellcheck source=scripts/image-tools.sh
 . ./scripts/image-tools.sh
-IMAGE_CARGO=(--manifest-path image/Cargo.toml --locked)
+IMAGE_CARGO=(--manifest-path image/Cargo.toml --locked --target-dir "$TARGET")
 if [ "$QUICK" = 0 ]; then
   cargo fmt --manifest-path image/Cargo.toml --all --check
   cargo clippy "${IMAGE_CARGO[@]}" --all-targets -- -D warnings
