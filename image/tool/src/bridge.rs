@@ -240,7 +240,10 @@ mod tests {
                 target: "127.0.0.1:9".parse().unwrap()
             }
         );
-        assert_eq!("heartbeat:9000".parse::<Forward>().unwrap(), Forward::Heartbeat { port: 9000 });
+        assert_eq!(
+            "heartbeat:9000".parse::<Forward>().unwrap(),
+            Forward::Heartbeat { port: 9000 }
+        );
         assert!("to-guest:nonsense".parse::<Forward>().is_err());
     }
 

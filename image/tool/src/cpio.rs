@@ -101,7 +101,13 @@ impl Archive {
         if kind != Kind::Dir && self.entries.keys().any(|k| k.starts_with(&format!("{path}/"))) {
             return Err(CpioError::NotADirectory(path));
         }
-        self.entries.insert(path, Entry { kind, perm: perm & 0o7777 });
+        self.entries.insert(
+            path,
+            Entry {
+                kind,
+                perm: perm & 0o7777,
+            },
+        );
         Ok(())
     }
 
@@ -223,7 +229,7 @@ fn write_header(out: &mut Vec<u8>, h: &Header, name: &str) {
 }
 
 fn pad4(out: &mut Vec<u8>) {
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
 }
@@ -269,7 +275,8 @@ pub fn read(bytes: &[u8]) -> Result<Vec<ReadEntry>, String> {
             let text = std::str::from_utf8(&head[6 + 8 * i..14 + 8 * i]).map_err(|e| e.to_string())?;
             u32::from_str_radix(text, 16).map_err(|e| e.to_string())
         };
-        let (mode, uid, gid, mtime, size, namesize) = (field(1)?, field(2)?, field(3)?, field(5)?, field(6)?, field(11)?);
+        let (mode, uid, gid, mtime, size, namesize) =
+            (field(1)?, field(2)?, field(3)?, field(5)?, field(6)?, field(11)?);
         let name_at = pos + 110;
         let name_len = (namesize as usize).checked_sub(1).ok_or("empty name")?;
         let name = bytes.get(name_at..name_at + name_len).ok_or("truncated name")?;
@@ -301,11 +308,14 @@ mod tests {
     #[test]
     fn entries_are_sorted_owned_by_root_and_dated_once() {
         let mut a = Archive::new();
-        a.file("usr/local/bin/tandem-enclave", b"\x7fELF".to_vec(), 0o755).unwrap();
-        a.file("/etc/tandem/enclave.conf", b"exec /x\n".to_vec(), 0o644).unwrap();
-        a.add("dev/console", Kind::CharDev { major: 5, minor: 1 }, 0o600).unwrap();
+        a.file("usr/local/bin/tandem-enclave", b"\x7fELF".to_vec(), 0o755)
+            .unwrap();
+        a.file("/etc/tandem/enclave.conf", b"exec /x\n".to_vec(), 0o644)
+            .unwrap();
+        a.add("dev/console", Kind::CharDev { major: 5, minor: 1 }, 0o600)
+            .unwrap();
         let bytes = a.to_bytes(1_700_000_000).unwrap();
-        assert_eq!(bytes.len() % 4, 0);
+        assert!(bytes.len().is_multiple_of(4));
         let read = read(&bytes).unwrap();
         let paths: Vec<_> = read.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(
@@ -322,7 +332,10 @@ mod tests {
                 "usr/local/bin/tandem-enclave"
             ]
         );
-        assert!(read.iter().all(|e| e.uid == 0 && e.gid == 0 && e.mtime == 1_700_000_000));
+        assert!(
+            read.iter()
+                .all(|e| e.uid == 0 && e.gid == 0 && e.mtime == 1_700_000_000)
+        );
         assert_eq!(read[1].mode, 0o020600);
         assert_eq!(read[8].mode, 0o100755);
         assert_eq!(read[8].data, b"\x7fELF");

@@ -113,7 +113,10 @@ impl Image {
     pub fn to_bytes(&self, signature: Option<&[u8]>) -> Result<Vec<u8>, String> {
         let sections = self.sections(signature);
         if sections.len() > MAX_SECTIONS {
-            return Err(format!("{} sections; an EIF holds at most {MAX_SECTIONS}", sections.len()));
+            return Err(format!(
+                "{} sections; an EIF holds at most {MAX_SECTIONS}",
+                sections.len()
+            ));
         }
         let mut offsets = [0u64; MAX_SECTIONS];
         let mut sizes = [0u64; MAX_SECTIONS];
@@ -319,7 +322,7 @@ mod tests {
             assert!(read(&bad).is_err(), "flip at {at} went unnoticed");
         }
         assert!(read(&bytes[..bytes.len() - 1]).is_err());
-        let mut longer = bytes.clone();
+        let mut longer = bytes;
         longer.push(0);
         assert!(read(&longer).is_err());
     }

@@ -138,7 +138,11 @@ pub fn ramdisks(c: &Contents, layout: Layout, mtime: u32) -> Result<(Vec<u8>, Ve
             }
             boot.dir("tmp", 0o1777)?;
             let modules: Vec<&str> = c.nsm_module.iter().map(|_| "/nsm.ko").collect();
-            boot.file("etc/tandem/boot.conf", boot_conf(&modules, Some(HEARTBEAT)).into_bytes(), 0o644)?;
+            boot.file(
+                "etc/tandem/boot.conf",
+                boot_conf(&modules, Some(HEARTBEAT)).into_bytes(),
+                0o644,
+            )?;
             app.file(ENCLAVE_PATH, c.enclave.clone(), 0o755)?;
             app.file(
                 "etc/tandem/enclave.conf",
@@ -190,7 +194,8 @@ mod tests {
     /// enclave the same way.
     #[test]
     fn production_args_are_the_dockerfiles_cmd() {
-        let dockerfile = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Dockerfile.enclave")).unwrap();
+        let dockerfile =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Dockerfile.enclave")).unwrap();
         let joined = dockerfile.replace("\\\n", " ");
         let cmd = joined
             .lines()
@@ -205,7 +210,15 @@ mod tests {
     fn our_layout_splits_bootstrap_from_application() {
         let (boot, app) = ramdisks(&contents(), Layout::Tandem, 0).unwrap();
         let boot_paths = paths(&boot);
-        for p in ["init", "nsm.ko", "dev/console", "etc/tandem/boot.conf", "proc", "sys", "tmp"] {
+        for p in [
+            "init",
+            "nsm.ko",
+            "dev/console",
+            "etc/tandem/boot.conf",
+            "proc",
+            "sys",
+            "tmp",
+        ] {
             assert!(boot_paths.iter().any(|x| x == p), "bootstrap lacks {p}");
         }
         assert!(!boot_paths.iter().any(|p| p.contains("tandem-enclave")));

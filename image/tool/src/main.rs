@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Pack an image: writes OUT/enclave.eif and OUT/enclave-pcr.json.
-    Pack(PackArgs),
+    Pack(Box<PackArgs>),
     /// Print an EIF's header, sections and measurements (checked) as JSON.
     Describe {
         /// The EIF.

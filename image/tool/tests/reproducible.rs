@@ -4,6 +4,9 @@
 //! nitro-cli runs for `describe-eif`): its CRC check, its PCRs, its metadata parser and,
 //! for a signed image, its signature check must all agree with what we wrote.
 
+// A test's helpers may unwrap: a panic there is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 
 use aws_nitro_enclaves_image_format::utils::eif_reader::EifReader;
@@ -105,8 +108,10 @@ fn signing_pair() -> (String, Vec<u8>) {
     cert.set_subject_name(&name).unwrap();
     cert.set_issuer_name(&name).unwrap();
     cert.set_pubkey(&key).unwrap();
-    cert.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap()).unwrap();
-    cert.set_not_after(&openssl::asn1::Asn1Time::days_from_now(30).unwrap()).unwrap();
+    cert.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    cert.set_not_after(&openssl::asn1::Asn1Time::days_from_now(30).unwrap())
+        .unwrap();
     cert.sign(&key, MessageDigest::sha384()).unwrap();
     let pem = String::from_utf8(key.private_key_to_pem_pkcs8().unwrap()).unwrap();
     (pem, cert.build().to_pem().unwrap())
@@ -125,7 +130,11 @@ fn signed_images_verify_with_aws_code_and_carry_pcr8() {
     assert_eq!(m["PCR8"], hex::encode(pcr8));
     assert_eq!(m["PCR0"], hex::encode(packed.pcrs.pcr0));
     reader.get_certificate_info(m).unwrap();
-    assert_eq!(reader.sign_check, Some(true), "AWS's code does not accept our signature");
+    assert_eq!(
+        reader.sign_check,
+        Some(true),
+        "AWS's code does not accept our signature"
+    );
     // RFC 6979: signing is deterministic, so signed images are reproducible too.
     assert_eq!(pack(&input(b"enclave binary", Some(signer()))).unwrap().eif, packed.eif);
     // Our reader verifies it as well, and refuses it against another PCR0.
