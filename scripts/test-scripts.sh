@@ -85,5 +85,11 @@ out=$(scripts/check-reproducible.sh --dry-run --kernel /k 2>&1)
 check "check-reproducible two trees" "$out" "tar -x -C"
 refuses "check-reproducible no kernel" scripts/check-reproducible.sh --dry-run
 
+out=$(scripts/boot-image-nitro.sh --dry-run)
+check "boot-image-nitro qemu" "$out" "--enable-libcbor"
+check "boot-image-nitro machine" "$out" "-M nitro-enclave,vsock=c"
+check "boot-image-nitro help" "$(scripts/boot-image-nitro.sh --help)" "emulated NSM"
+refuses "boot-image-nitro unknown flag" scripts/boot-image-nitro.sh --bogus
+
 echo "scripts: $pass passed, $fail failed"
 [ "$fail" = 0 ]

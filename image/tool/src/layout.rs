@@ -61,6 +61,10 @@ pub struct Contents {
     pub init: Vec<u8>,
     /// The NSM driver (`nsm.ko`), when the kernel does not build it in.
     pub nsm_module: Option<Vec<u8>>,
+    /// Other kernel modules (file name, contents) to load before the NSM driver, in order:
+    /// for kernels that build vsock or virtio-mmio as modules (the QEMU `nitro-enclave`
+    /// machine with Debian's kernel). nitro-cli's kernel needs none.
+    pub modules: Vec<(String, Vec<u8>)>,
     /// The enclave binary.
     pub enclave: Vec<u8>,
     /// The enclave's arguments (normally [`PRODUCTION_ARGS`]).
@@ -78,6 +82,12 @@ pub enum LayoutError {
     /// An environment entry without `=`.
     #[error("{0:?}: an environment entry is KEY=VALUE")]
     BadEnv(String),
+    /// Extra modules with a layout whose init loads only `/nsm.ko`.
+    #[error("nitro-cli's init loads /nsm.ko only: extra modules need our init")]
+    ModulesNeedOurInit,
+    /// A module file name that is not a plain `NAME.ko`.
+    #[error("{0:?}: a module is given as a plain NAME.ko file name")]
+    BadModuleName(String),
     /// The archive refused an entry.
     #[error(transparent)]
     Cpio(#[from] CpioError),
@@ -151,6 +161,9 @@ pub fn ramdisks(c: &Contents, layout: Layout, mtime: u32) -> Result<(Vec<u8>, Ve
             )?;
         }
         Layout::NitroCli => {
+            if !c.modules.is_empty() {
+                return Err(LayoutError::ModulesNeedOurInit);
+            }
             for d in ["dev", "run", "sys", "var", "proc", "tmp"] {
                 app.dir(&format!("rootfs/{d}"), 0o755)?;
             }
@@ -180,6 +193,7 @@ mod tests {
         Contents {
             init: b"init".to_vec(),
             nsm_module: Some(b"nsm".to_vec()),
+            modules: Vec::new(),
             enclave: b"enclave".to_vec(),
             args: PRODUCTION_ARGS.iter().map(|s| s.to_string()).collect(),
             env: vec!["TANDEM_KMS_REGION=us-east-1".into()],
@@ -241,6 +255,32 @@ mod tests {
         let cmd = entries.iter().find(|e| e.path == "cmd").unwrap();
         assert!(String::from_utf8_lossy(&cmd.data).starts_with("/usr/local/bin/tandem-enclave\n--listen\n"));
         assert!(entries.iter().any(|e| e.path == "rootfs/usr/local/bin/tandem-enclave"));
+    }
+
+    #[test]
+    fn extra_modules_load_before_the_nsm_driver() {
+        let mut c = contents();
+        c.modules = vec![
+            ("vsock.ko".into(), b"v".to_vec()),
+            ("virtio_mmio.ko".into(), b"m".to_vec()),
+        ];
+        let (boot, _) = ramdisks(&c, Layout::Tandem, 0).unwrap();
+        let entries = crate::cpio::read(&boot).unwrap();
+        let conf = entries.iter().find(|e| e.path == "etc/tandem/boot.conf").unwrap();
+        assert!(
+            String::from_utf8_lossy(&conf.data)
+                .contains("module /lib/modules/vsock.ko\nmodule /lib/modules/virtio_mmio.ko\nmodule /nsm.ko\n")
+        );
+        assert!(entries.iter().any(|e| e.path == "lib/modules/vsock.ko"));
+        assert!(matches!(
+            ramdisks(&c, Layout::NitroCli, 0),
+            Err(LayoutError::ModulesNeedOurInit)
+        ));
+        c.modules = vec![("../x.ko".into(), vec![])];
+        assert!(matches!(
+            ramdisks(&c, Layout::Tandem, 0),
+            Err(LayoutError::BadModuleName(_))
+        ));
     }
 
     #[test]

@@ -44,6 +44,13 @@ enum Command {
         #[arg(long, env = "SOURCE_DATE_EPOCH", default_value_t = 0)]
         source_date_epoch: u32,
     },
+    /// Print the PCRs an attestation document (COSE_Sign1, raw or base64) reports, in the
+    /// shape of enclave-pcr.json (PCR0, PCR1, PCR2, PCR8 when not zero). The signature is
+    /// not checked: this compares measurements, the SDK verifies documents.
+    AttestationPcrs {
+        /// The document.
+        document: PathBuf,
+    },
     /// Relay between the host and a guest's vhost-device-vsock (tests; see `bridge`).
     VsockBridge {
         /// vhost-device-vsock's host-side socket (`--uds-path`).
@@ -74,6 +81,10 @@ struct PackArgs {
     /// The NSM driver module (nitro-cli's `nsm.ko`), loaded by the init before anything else.
     #[arg(long)]
     nsm_module: Option<PathBuf>,
+    /// Another kernel module for the init to load before the NSM driver (kernels that build
+    /// vsock or virtio-mmio as modules; not nitro-cli's). Repeatable, loaded in order.
+    #[arg(long = "module", value_name = "FILE.ko")]
+    modules: Vec<PathBuf>,
     /// The static enclave binary.
     #[arg(long)]
     enclave: PathBuf,
@@ -137,6 +148,17 @@ fn run_pack(a: &PackArgs) -> Result<(), String> {
         contents: Contents {
             init: read(&a.init)?,
             nsm_module: a.nsm_module.as_deref().map(read).transpose()?,
+            modules: a
+                .modules
+                .iter()
+                .map(|m| {
+                    let name = m
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    read(m).map(|bytes| (name, bytes))
+                })
+                .collect::<Result<_, _>>()?,
             enclave: read(&a.enclave)?,
             args: PRODUCTION_ARGS.iter().map(|s| s.to_string()).collect(),
             env,
@@ -213,6 +235,55 @@ fn run_cpio(root: &Path, out: &Path, mtime: u32) -> Result<(), String> {
     write(out, &a.to_bytes(mtime).map_err(|e| e.to_string())?)
 }
 
+fn run_attestation_pcrs(path: &Path) -> Result<(), String> {
+    use coset::{CborSerializable as _, TaggedCborSerializable as _};
+    let raw = read(path)?;
+    let text = String::from_utf8_lossy(&raw);
+    let bytes = match base64_decode(text.trim()) {
+        Some(b) if !text.trim().is_empty() => b,
+        _ => raw,
+    };
+    let sign1 = coset::CoseSign1::from_slice(&bytes)
+        .or_else(|_| coset::CoseSign1::from_tagged_slice(&bytes))
+        .map_err(|e| format!("not a COSE_Sign1: {e:?}"))?;
+    let payload = sign1.payload.ok_or("the document has no payload")?;
+    let doc: ciborium::Value = ciborium::from_reader(payload.as_slice()).map_err(|e| e.to_string())?;
+    let pcrs = doc
+        .as_map()
+        .and_then(|m| m.iter().find(|(k, _)| k.as_text() == Some("pcrs")))
+        .and_then(|(_, v)| v.as_map())
+        .ok_or("the document has no pcrs map")?;
+    let mut out = serde_json::Map::new();
+    for (k, v) in pcrs {
+        let index = k.as_integer().and_then(|i| u8::try_from(i).ok());
+        if let (Some(i @ (0 | 1 | 2 | 8)), Some(value)) = (index, v.as_bytes()) {
+            if i == 8 && value.iter().all(|&b| b == 0) {
+                continue;
+            }
+            out.insert(format!("PCR{i}"), hex::encode(value).into());
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?);
+    Ok(())
+}
+
+/// Standard base64 (padded), or `None`: documents travel base64-encoded in JSON.
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::with_capacity(s.len() / 4 * 3);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes().filter(|&c| c != b'=') {
+        let v = ALPHABET.iter().position(|&a| a == c)? as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
@@ -224,6 +295,7 @@ fn main() -> ExitCode {
             out,
             source_date_epoch,
         } => run_cpio(root, out, *source_date_epoch),
+        Command::AttestationPcrs { document } => run_attestation_pcrs(document),
         Command::VsockBridge { uds, forwards } => bridge::run(uds, forwards).map_err(|e| e.to_string()),
     };
     match result {

@@ -20,6 +20,7 @@ fn input(enclave: &[u8], signer: Option<sign::Signer>) -> PackInput {
         contents: Contents {
             init: b"\x7fELF init".to_vec(),
             nsm_module: Some(b"nsm.ko bytes".to_vec()),
+            modules: Vec::new(),
             enclave: enclave.to_vec(),
             args: PRODUCTION_ARGS.iter().map(|s| s.to_string()).collect(),
             env: vec!["TANDEM_KMS_REGION=eu-west-1".into()],
