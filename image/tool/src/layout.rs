@@ -147,7 +147,18 @@ pub fn ramdisks(c: &Contents, layout: Layout, mtime: u32) -> Result<(Vec<u8>, Ve
                 boot.dir(d, 0o755)?;
             }
             boot.dir("tmp", 0o1777)?;
-            let modules: Vec<&str> = c.nsm_module.iter().map(|_| "/nsm.ko").collect();
+            let mut modules = Vec::new();
+            for (name, bytes) in &c.modules {
+                if !name.ends_with(".ko") || name.contains(['/', '\n', '\0']) {
+                    return Err(LayoutError::BadModuleName(name.clone()));
+                }
+                boot.file(&format!("lib/modules/{name}"), bytes.clone(), 0o644)?;
+                modules.push(format!("/lib/modules/{name}"));
+            }
+            if c.nsm_module.is_some() {
+                modules.push("/nsm.ko".into());
+            }
+            let modules: Vec<&str> = modules.iter().map(String::as_str).collect();
             boot.file(
                 "etc/tandem/boot.conf",
                 boot_conf(&modules, Some(HEARTBEAT)).into_bytes(),
