@@ -57,7 +57,7 @@ ninja qemu-system-x86_64
 # 2. apt-get download -t bookworm-backports linux-image-<6.12>-amd64 -> $KERNEL_DIR
 # 3. $TOOL pack --kernel vmlinuz-6.12 --module virtio_mmio.ko --module vsock.ko ... --nsm-module nsm.ko --kms-key-id <placeholder>
 # 4. $VHOST --guest-cid 16 --socket S --uds-path U
-$QEMU_NITRO -M nitro-enclave,vsock=c,id=tandem-nitro-test -kernel enclave.eif -m 1024M -accel tcg -cpu max -chardev socket,id=c,path=S -nographic
+$QEMU_NITRO -M nitro-enclave,vsock=c,id=tandem-nitro-test,acpi=on -kernel enclave.eif -m 1024M -accel tcg -cpu max -chardev socket,id=c,path=S -nographic
 EOF
   exit 0
 fi
@@ -133,7 +133,7 @@ for m in drivers/virtio/virtio_mmio net/vmw_vsock/vsock net/vmw_vsock/vmw_vsock_
   xz -dc "$MODULES/kernel/$m.ko.xz" > "$WORK/$(basename "$m").ko"
   [ "$(basename "$m")" = nsm ] || MODULE_ARGS+=(--module "$WORK/$(basename "$m").ko")
 done
-"$TOOL" pack --kernel "$KERNEL" --cmdline "console=ttyS0 reboot=k panic=30 quiet" \
+"$TOOL" pack --kernel "$KERNEL" --cmdline "console=ttyS0 reboot=k panic=30" \
   --init "$REL/tandem-init" --enclave "$REL/tandem-enclave" "${MODULE_ARGS[@]}" --nsm-module "$WORK/nsm.ko" \
   --kms-key-id arn:aws:kms:us-east-1:111122223333:key/placeholder --source-date-epoch 1700000000 \
   --out "$WORK/eif" >/dev/null
@@ -149,7 +149,12 @@ PIDS+=($!)
 for _ in $(seq 1 100); do [ -S "$WORK/vhost.sock" ] && grep -q ready "$WORK/bridge.out" && break; sleep 0.1; done
 API=$(sed -n 's/^vsock-bridge: tcp \(.*\) -> guest vsock port 5000$/\1/p' "$WORK/bridge.out")
 START=$SECONDS
-"$QEMU_NITRO" -M nitro-enclave,vsock=c,id=tandem-nitro-test -kernel "$WORK/eif/enclave.eif" -m 1024M \
+# Firmware from Debian's packages (the +ds source has none). acpi=on: Debian's virtio_mmio
+# module ignores the virtio_mmio.device= parameters the machine puts on the command line
+# (no CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES), so the devices must come from ACPI, which needs
+# SeaBIOS's microvm build.
+"$QEMU_NITRO" -L /usr/share/qemu -L /usr/share/seabios -M nitro-enclave,vsock=c,id=tandem-nitro-test,acpi=on \
+  -kernel "$WORK/eif/enclave.eif" -m 1024M \
   -accel tcg -cpu max -chardev "socket,id=c,path=$WORK/vhost.sock" -nographic -no-reboot \
   -serial "file:$WORK/console.log" -monitor none >"$WORK/qemu.log" 2>&1 &
 PIDS+=($!)
@@ -160,7 +165,7 @@ for _ in $(seq 1 300); do
 done
 if [ "$ready" = 0 ]; then
   echo "FAIL: the enclave did not answer within 300 s" >&2
-  tail -30 "$WORK/console.log" "$WORK/qemu.log" >&2 || true
+  tail -n 30 "$WORK/console.log" "$WORK/qemu.log" >&2 || true
   exit 1
 fi
 echo "the enclave answers over vsock after $((SECONDS - START)) s (TCG); health:"

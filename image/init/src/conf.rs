@@ -49,6 +49,21 @@ impl Conf {
     }
 }
 
+/// The parameters the kernel command line gives module `path` (`NAME.key=value` →
+/// `key=value`, space-separated; `-` and `_` are the same in a module name).
+pub(crate) fn module_params(path: &str, cmdline: &str) -> String {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    let name = file.strip_suffix(".ko").unwrap_or(file).replace('-', "_");
+    cmdline
+        .split_whitespace()
+        .filter_map(|arg| {
+            let (module, param) = arg.split_once('.')?;
+            (module.replace('-', "_") == name && param.contains('=')).then_some(param)
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,6 +85,17 @@ mod tests {
                 ("EMPTY".to_string(), String::new())
             ]
         );
+    }
+
+    #[test]
+    fn module_parameters_come_from_the_kernel_command_line() {
+        let cmdline = "console=ttyS0 virtio_mmio.device=512@0xfeb00e00:12 virtio-mmio.device=512@0xfeb00c00:11 \
+                       vsock.x=1 virtio_mmio.nodevice";
+        assert_eq!(
+            module_params("/lib/modules/virtio_mmio.ko", cmdline),
+            "device=512@0xfeb00e00:12 device=512@0xfeb00c00:11"
+        );
+        assert_eq!(module_params("/nsm.ko", cmdline), "");
     }
 
     #[test]

@@ -50,10 +50,15 @@ fn mount_all() {
     }
 }
 
-/// Loads one module; "already loaded" is fine.
-fn load_module(path: &str) -> Result<(), String> {
+/// Loads one module with the parameters the kernel command line gives it
+/// (`NAME.key=value`, as modprobe passes them: the kernel applies those only to built-in
+/// code; e.g. `virtio_mmio.device=…`, which QEMU's microvm machines use to describe their
+/// devices). "Already loaded" is fine.
+fn load_module(path: &str, cmdline: &str) -> Result<(), String> {
     let file = std::fs::File::open(path).map_err(|e| format!("{path}: {e}"))?;
-    match nix::kmod::finit_module(&file, c"", nix::kmod::ModuleInitFlags::empty()) {
+    let params = conf::module_params(path, cmdline);
+    let params = std::ffi::CString::new(params).map_err(|e| format!("{path}: parameters: {e}"))?;
+    match nix::kmod::finit_module(&file, &params, nix::kmod::ModuleInitFlags::empty()) {
         Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
         Err(e) => Err(format!("{path}: {e}")),
     }
@@ -95,8 +100,9 @@ fn main() {
             power_off();
         }
     };
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     for m in &conf.modules {
-        match load_module(m) {
+        match load_module(m, &cmdline) {
             Ok(()) => log(&format!("loaded {m}")),
             Err(e) => {
                 // Without its modules (the NSM, vsock) the enclave cannot work: stop here.
