@@ -215,12 +215,21 @@ start proxy "$REL/tandem-proxy" --listen 127.0.0.1:0 --self-signed "$WORK/tls" \
 wait_for 20 grep -q "listening on" "$WORK/proxy.out" || { bad "the proxy did not start"; cat "$WORK/proxy.err" >&2; exit 1; }
 PROXY=$(sed -n 's/^tandem-proxy listening on \(https:[^ ]*\)$/\1/p' "$WORK/proxy.out")
 
-# Boot.
-BOOT_START=$SECONDS
-start qemu scripts/boot-image.sh --eif "$WORK/a/enclave.eif" --uds "$UDS" \
-  --extra-ramdisk "$WORK/overlay.cpio" --console "$WORK/console.log"
+# Boot. Under TCG on a busy machine a boot has been seen to stall before the enclave was
+# ready (once in six runs here): a stalled first boot is reported with its console and
+# booted once more, so a second stall fails the test.
 health() { curl -fsS --max-time 5 --cacert "$WORK/tls/ca.pem" "$PROXY/v1/health" -o "$WORK/health.json" && grep -q '"ready":true' "$WORK/health.json"; }
-if wait_for 300 health; then
+for attempt in 1 2; do
+  BOOT_START=$SECONDS
+  start qemu scripts/boot-image.sh --eif "$WORK/a/enclave.eif" --uds "$UDS" \
+    --extra-ramdisk "$WORK/overlay.cpio" --console "$WORK/console.log"
+  if [ "$attempt" = 2 ] || wait_for 240 health; then break; fi
+  echo "WARNING: boot $attempt was not ready within 240 s; its console ends with:" >&2
+  tail -n 15 "$WORK/console.log" >&2 || true
+  kill -- "-${PIDS[${#PIDS[@]}-1]}" 2>/dev/null || true
+  sleep 2
+done
+if health || wait_for 300 health; then
   READY_SECONDS=$((SECONDS - BOOT_START))
   ok "the enclave in QEMU is ready through proxy -> vsock after ${READY_SECONDS}s (TCG)"
 else
