@@ -49,7 +49,9 @@ done
 SOURCE_DATE_EPOCH=$(git log -1 --format=%ct)
 export SOURCE_DATE_EPOCH
 COMMIT=$(git rev-parse HEAD)
-[ -n "$WORK" ] || WORK=$(mktemp -d "${TMPDIR:-/tmp}/tandem-repro.XXXXXX")
+if [ -z "$WORK" ]; then
+  if [ "$DRY_RUN" = 1 ]; then WORK="${TMPDIR:-/tmp}/tandem-repro.XXXXXX"; else WORK=$(mktemp -d "${TMPDIR:-/tmp}/tandem-repro.XXXXXX"); fi
+fi
 
 run() {
   if [ "$DRY_RUN" = 1 ]; then
