@@ -287,10 +287,13 @@ async fn main() -> ExitCode {
     }
     if let Some(addr) = args.enclave_control.clone() {
         tokio::spawn(tandem_proxy::enclave_control::push_time_loop(
-            addr,
+            addr.clone(),
             Duration::from_secs(60),
             shutdown.clone(),
         ));
+        if let Some(source) = args.push_credentials.clone() {
+            tokio::spawn(tandem_proxy::credentials::push_loop(source, addr, shutdown.clone()));
+        }
     }
     run(proxy, listener, metrics_listener, shutdown).await;
     ExitCode::SUCCESS
