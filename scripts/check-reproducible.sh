@@ -46,9 +46,18 @@ done
 [ "$HAVE_KERNEL" = 1 ] || { echo "error: --blobs DIR or --kernel FILE is required" >&2; exit 2; }
 [ "$CMDLINE_GIVEN" = 1 ] || KERNEL_ARGS+=(--cmdline "console=ttyS0")
 
-SOURCE_DATE_EPOCH=$(git log -1 --format=%ct)
+# The trees are made from the last commit: this needs a git checkout (a dry run outside one,
+# e.g. the suite's isolated copy, prints the plan with placeholders).
+if git rev-parse --git-dir >/dev/null 2>&1; then
+  SOURCE_DATE_EPOCH=$(git log -1 --format=%ct)
+  COMMIT=$(git rev-parse HEAD)
+elif [ "$DRY_RUN" = 1 ]; then
+  SOURCE_DATE_EPOCH=0
+  COMMIT=HEAD
+else
+  echo "error: not a git checkout: the trees are made with git archive of the last commit" >&2; exit 2
+fi
 export SOURCE_DATE_EPOCH
-COMMIT=$(git rev-parse HEAD)
 if [ -z "$WORK" ]; then
   if [ "$DRY_RUN" = 1 ]; then WORK="${TMPDIR:-/tmp}/tandem-repro.XXXXXX"; else WORK=$(mktemp -d "${TMPDIR:-/tmp}/tandem-repro.XXXXXX"); fi
 fi
