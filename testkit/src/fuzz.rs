@@ -33,6 +33,7 @@ pub const TARGETS: &[Target] = &[
     ("attestation", attestation),
     ("backup", backup),
     ("blob_records", blob_records),
+    ("parent_links", parent_links),
 ];
 
 fn pair() -> &'static (Arc<KeyShare>, Arc<KeyShare>, AccountId) {
@@ -188,6 +189,35 @@ pub fn blob_records(data: &[u8]) {
     let _ = ring::check_format(data);
 }
 
+/// What crosses the parent↔enclave links (`tandem_core::parent`): blob-service frames both
+/// ways (the enclave reads the host's answers), the control API's JSON (the host pushes
+/// credentials and time into the enclave), and the enclave's log stream (read by the parent).
+pub fn parent_links(data: &[u8]) {
+    use tandem_core::parent::blobs::{BlobName, BlobRequest, BlobResponse, body_len, decode_body};
+    use tandem_core::parent::control::{ParentTime, PushedCredentials};
+    use tandem_core::parent::logs::{ShippedLine, StreamHello};
+    if let Some(header) = data.get(..4).and_then(|h| <[u8; 4]>::try_from(h).ok())
+        && let Ok(len) = body_len(header)
+        && let Some(body) = data.get(4..4 + len)
+    {
+        let _ = decode_body::<BlobResponse>(body);
+    }
+    let _ = decode_body::<BlobResponse>(data);
+    let _ = decode_body::<BlobRequest>(data);
+    let _ = serde_json::from_slice::<PushedCredentials>(data);
+    let _ = serde_json::from_slice::<ParentTime>(data);
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = BlobName::parse(text);
+        let _ = BlobName::from_file_name(text);
+        for line in text.lines() {
+            let _ = StreamHello::parse(line);
+            if let Some(shipped) = ShippedLine::parse(line) {
+                let _ = shipped.request_id();
+            }
+        }
+    }
+}
+
 /// Genuine inputs for each target (the fuzzer's starting corpus; also replayed as tests):
 /// real first messages, answers, sealed payloads, wire bodies, a real Nitro document, a
 /// backup file, a sealed blob, a record and a key ring.
@@ -307,6 +337,29 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             "blob_records",
             br#"{"format":2,"wrapper":"local","active":"00","keys":[{"id":"00","wrapped":"AAEC","createdAt":1}],"blobsSealedWithGeneration":true,"mac":"00"}"#.to_vec(),
         ));
+    }
+    // The parent links: a blob answer frame, a request body, the control JSON, log lines.
+    {
+        use tandem_core::parent::blobs::{BlobRequest, BlobResponse, ExpectVersion, encode_frame};
+        use tandem_core::parent::logs::StreamHello;
+        if let Ok(frame) = encode_frame(&BlobResponse::Blob(Some((4, vec![1, 2, 3])))) {
+            out.push(("parent_links", frame));
+        }
+        if let Ok(frame) = encode_frame(&BlobRequest::Put {
+            name: account.to_string(),
+            blob: vec![5; 8],
+            expect: ExpectVersion::Version(3),
+        }) {
+            out.push(("parent_links", frame[4..].to_vec()));
+        }
+        out.push((
+            "parent_links",
+            br#"{"accessKeyId":"AKIA","secretAccessKey":"s","sessionToken":"t","expiresAt":1}"#.to_vec(),
+        ));
+        out.push(("parent_links", br#"{"unixMillis":1700000000000}"#.to_vec()));
+        let mut logs = StreamHello::current().line();
+        logs.extend_from_slice(br#"{"level":"INFO","fields":{"message":"m"},"request_id":"r"}"#);
+        out.push(("parent_links", logs));
     }
     out
 }
